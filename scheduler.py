@@ -1,0 +1,993 @@
+"""crude-link: run the steps listed in config.yaml, one after another.
+
+`python scheduler.py [overrides]` loads config.yaml (beside this file) with Hydra,
+checks every step, then runs each step's script as a child process in the root
+folder (the folder of this file), streaming its output to the terminal and into
+`<run dir>/NN-<name>.log`. When a step fails it asks what to do next (retry,
+rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
+the run folder always tells the state of the run. The behaviour is specified in
+CONTRACT.md; README.md is the user's guide.
+
+Sections: constants · schema · config checks · planning (pure) · argument
+rendering (pure) · running a step (I/O) · failure dialog (I/O) · run record ·
+pipeline · main
+"""
+
+import contextlib
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from termcolor import colored
+
+# ── Constants ────────────────────────────────────────────────────────────
+
+ROOT = Path(__file__).resolve().parent
+
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 2
+EXIT_LOCKED = 75
+EXIT_TIMEOUT = 124
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+EXIT_SIGNAL_BASE = 128
+EXIT_INTERRUPT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
+EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
+
+CHUNK_SIZE = 64 * 1024
+TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
+TAIL_LINES = 10
+POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
+
+ON_FAILURE_CHOICES = ("ask", "abort", "continue")
+CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
+CHOICE_WORDS = {"retry": "retry", "pipeline": "pipeline", "rerun": "pipeline",
+                "skip": "skip", "abort": "abort"}
+
+# Step and run states, as written to summary.json.
+RUNNING, SUCCEEDED, FAILED, TIMED_OUT = "running", "succeeded", "failed", "timed_out"
+INTERRUPTED, SKIPPED, NOT_RUN, ABORTED = "interrupted", "skipped", "not_run", "aborted"
+
+log = logging.getLogger("crude-link")
+
+
+# ── Schema ───────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Step:
+    script: str = MISSING
+    name: Optional[str] = None
+    arguments: Dict[str, Any] = field(default_factory=dict)
+    env: Dict[str, Any] = field(default_factory=dict)
+    timeout: Optional[float] = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    interpreter: Any = None  # str or list: see normalize_program()
+    launcher: Optional[List[str]] = None  # None: scheduler.launcher; [] opts out
+    argument_format: str = "{key}={value}"
+
+
+@dataclass
+class SchedulerOptions:
+    on_failure: str = "ask"
+    kill_grace: float = 10.0
+
+
+STEP_KEYS = frozenset(f.name for f in fields(Step))
+OPTION_KEYS = frozenset(f.name for f in fields(SchedulerOptions))
+
+
+@dataclass
+class PlannedStep:
+    """A checked step with everything needed to run it."""
+
+    index: int  # 1-based position in the config's `steps`
+    name: str
+    step: Step
+    command: List[str]
+    log_name: str
+
+
+# ── Config checks ────────────────────────────────────────────────────────
+
+_TYPE_TEXT = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+}
+
+
+def describe_type(annotation: Any) -> str:
+    """Return how a schema annotation reads in a message: 'a number or null'."""
+    origin = getattr(annotation, "__origin__", None)
+    args: Tuple[Any, ...] = getattr(annotation, "__args__", ())
+    if origin is list:
+        return "a list of strings"
+    if origin is dict:
+        return "a mapping"
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)][0]
+        return f"{describe_type(inner)} or null"
+    return _TYPE_TEXT.get(annotation, "a value")
+
+
+def has_type(value: Any, annotation: Any) -> bool:
+    """Return whether a plain value fits a schema annotation (no coercion but int→float)."""
+    if annotation is Any:
+        return True
+    origin = getattr(annotation, "__origin__", None)
+    args: Tuple[Any, ...] = getattr(annotation, "__args__", ())
+    if type(None) in args:
+        return value is None or any(has_type(value, a) for a in args if a is not type(None))
+    if origin is list:
+        return isinstance(value, list) and all(has_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def check_keys(where: str, raw: Mapping[str, Any], schema: Any) -> List[str]:
+    """Return a problem for each key the schema lacks, with a did-you-mean hint."""
+    known = sorted(f.name for f in fields(schema))
+    problems = []
+    for key in sorted(set(raw) - set(known), key=str):
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+        problems.append(f"{where}: unknown key '{key}'{hint}")
+    return problems
+
+
+def wrong_types(where: str, raw: Mapping[str, Any], schema: Any) -> Dict[str, str]:
+    """Return key → problem for each value whose type does not fit the schema."""
+    return {f.name: f"{where}: {f.name} must be {describe_type(f.type)}, got {raw[f.name]!r}"
+            for f in fields(schema) if f.name in raw and not has_type(raw[f.name], f.type)}
+
+
+def is_executable(path: Path) -> bool:
+    """Return whether path is a file this user may execute."""
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def check_step(index: int, raw: Any, name: Optional[str], root: Path) -> List[str]:
+    """Return every problem with one raw step mapping; [] if it is usable."""
+    where = f"steps[{index}]" + (f" ({name})" if name else "")
+    if not isinstance(raw, dict):
+        return [f"{where}: a step must be a mapping with at least 'script', got {raw!r}"]
+    type_failed = wrong_types(where, raw, Step)
+    problems = check_keys(where, raw, Step) + list(type_failed.values())
+    script = raw.get("script")
+    if "script" not in raw:
+        problems.append(f"{where}: missing required key 'script' (the file to run)")
+    elif isinstance(script, str) and script:
+        path = root / script
+        if not path.is_file():
+            problems.append(f"{where}: script '{script}' does not exist (looked for {path})")
+        elif path.suffix != ".py" and raw.get("interpreter") is None and not is_executable(path):
+            problems.append(f"{where}: script '{script}' is not executable: "
+                            f"run 'chmod +x {script}' or set 'interpreter'")
+    elif "script" not in type_failed:
+        problems.append(f"{where}: script must be a non-empty file path")
+    for key in ("timeout", "retries", "retry_delay"):
+        value = raw.get(key)
+        if key not in type_failed and isinstance(value, (int, float)) and value < 0:
+            problems.append(f"{where}: {key} must be >= 0, got {value!r}")
+    if raw.get("name") == "":
+        problems.append(f"{where}: name must not be empty")
+    for key, value in (raw.get("env") or {}).items() if isinstance(raw.get("env"), dict) else ():
+        if not isinstance(value, (str, int, float, bool)):
+            problems.append(f"{where}: env.{key} must be a string or a number, got {value!r}")
+    interpreter = raw.get("interpreter")
+    if interpreter is not None and normalize_program(interpreter) is None:
+        problems.append(f"{where}: interpreter must be a program name or a list of strings, "
+                        f"got {interpreter!r}")
+    fmt = raw.get("argument_format")
+    if isinstance(fmt, str):
+        try:
+            fmt.format(key="k", value="v")
+        except (KeyError, IndexError, ValueError):
+            problems.append(f"{where}: argument_format must use only {{key}} and {{value}}, "
+                            f"got {fmt!r}")
+    return problems
+
+
+def check_options(raw: Any) -> List[str]:
+    """Return every problem with the raw `scheduler:` mapping."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        return [f"scheduler: must be a mapping of options, got {raw!r}"]
+    problems = check_keys("scheduler", raw, SchedulerOptions)
+    problems += wrong_types("scheduler", raw, SchedulerOptions).values()
+    on_failure = raw.get("on_failure", "ask")
+    if isinstance(on_failure, str) and on_failure not in ON_FAILURE_CHOICES:
+        problems.append(f"scheduler: on_failure must be one of {', '.join(ON_FAILURE_CHOICES)}, "
+                        f"got {on_failure!r}")
+    grace = raw.get("kill_grace")
+    if isinstance(grace, (int, float)) and grace < 0:
+        problems.append(f"scheduler: kill_grace must be >= 0 seconds, got {grace!r}")
+    return problems
+
+
+def check_config(steps: Any, options: Any, defaults: Any, root: Path) -> List[str]:
+    """Return every problem with the resolved `steps` and `scheduler` sections."""
+    if steps is None or steps == []:
+        return ["steps: no steps to run: add a 'steps:' list with at least one step "
+                "(each a mapping with a 'script')"]
+    if not isinstance(steps, list):
+        return [f"steps: must be a list of steps, got {type(steps).__name__}"]
+    names, problems = derive_names(steps, defaults)
+    for index, raw in enumerate(steps):
+        problems.extend(check_step(index, raw, names[index], root))
+    return problems + check_options(options)
+
+
+# ── Planning (pure) ──────────────────────────────────────────────────────
+
+
+def default_names(defaults: Any) -> Dict[str, str]:
+    """Return script → entry key for the `default:` entries whose script is unique."""
+    entries = []
+    for item in defaults if isinstance(defaults, list) else [defaults]:
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, dict) and isinstance(value.get("script"), str):
+                    entries.append((os.path.normpath(value["script"]), str(key)))
+    scripts = [script for script, _ in entries]
+    return {script: key for script, key in entries if scripts.count(script) == 1}
+
+
+def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]:
+    """Return each step's name and the problems with explicit names (repeats)."""
+    from_defaults = default_names(defaults)
+    explicit = [raw.get("name") if isinstance(raw, dict) else None for raw in steps]
+    problems = []
+    for index, name in enumerate(explicit):
+        if isinstance(name, str) and name and explicit.index(name) != index:
+            problems.append(f"steps[{index}] ({name}): name '{name}' is already used by "
+                            f"steps[{explicit.index(name)}]; step names must be unique")
+    taken = {name for name in explicit if isinstance(name, str)}
+    names = []
+    for raw, name in zip(steps, explicit):
+        if isinstance(name, str) and name:
+            names.append(name)
+            continue
+        script = raw.get("script") if isinstance(raw, dict) else None
+        if not isinstance(script, str) or not script:
+            names.append("")
+            continue
+        base = from_defaults.get(os.path.normpath(script), Path(script).stem)
+        unique, n = base, 1
+        while unique in taken:
+            n += 1
+            unique = f"{base}-{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names, problems
+
+
+def normalize_program(program: Any) -> Optional[List[str]]:
+    """Return a program given as a string or a list as a list; None if it is neither."""
+    if isinstance(program, str) and program:
+        return [program]
+    if (isinstance(program, list) and program
+            and all(isinstance(part, str) and part for part in program)):
+        return list(program)
+    return None
+
+
+def log_file_name(index: int, name: str) -> str:
+    """Return the log file name of a step: NN-<name>.log, safe for any name."""
+    return f"{index:02d}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.log"
+
+
+def build_command(step: Step, root: Path, python: str,
+                  default_launcher: Sequence[str] = ()) -> List[str]:
+    """Return the argv of a step: [launcher...] [interpreter] <script> <arguments...>."""
+    script = Path(step.script)
+    path = str(script if script.is_absolute() else root / script)
+    interpreter = normalize_program(step.interpreter)
+    if interpreter is None:
+        interpreter = [python] if script.suffix == ".py" else []
+    launcher = list(default_launcher) if step.launcher is None else step.launcher
+    return [*launcher, *interpreter, path, *render_arguments(step.arguments, step.argument_format)]
+
+
+def step_env(step: Step, base_env: Mapping[str, str], run_dir: Path, index: int,
+             name: str) -> Dict[str, str]:
+    """Return a step's environment: the caller's, the step's `env`, crude-link's own."""
+    env = dict(base_env)
+    env.update(extra_env(step))
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "CRUDE_LINK_RUN_DIR": str(run_dir),
+        "CRUDE_LINK_STEP": name,
+        "CRUDE_LINK_STEP_INDEX": str(index),
+    })
+    return env
+
+
+def extra_env(step: Step) -> Dict[str, str]:
+    """Return the step's own `env` as strings (true/false for booleans)."""
+    return {str(k): render_value(v) if isinstance(v, bool) else str(v)
+            for k, v in step.env.items()}
+
+
+def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path,
+               python: str) -> List[PlannedStep]:
+    """Return the checked raw steps as planned steps, with their commands."""
+    planned = []
+    for position, (raw, name) in enumerate(zip(steps, names), start=1):
+        step = Step(**raw)
+        step.name = name
+        planned.append(PlannedStep(position, name, step, build_command(step, root, python),
+                                   log_file_name(position, name)))
+    return planned
+
+
+# ── Argument rendering (pure) ────────────────────────────────────────────
+
+# Plain words that YAML (OmegaConf.from_cli) or Hydra would turn into booleans, null or floats.
+_SPECIAL_WORDS = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off", "null",
+                            "nan", "inf"])
+_BARE = re.compile(r"(?:[A-Za-z_/]|\.[./])[A-Za-z0-9_./@%+-]*\Z")
+
+
+def render_value(value: Any) -> str:
+    """Return a value as text that OmegaConf.from_cli (YAML) reads back unchanged."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(render_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{render_key(k)}: {render_value(v)}"
+                               for k, v in value.items()) + "}"
+    return render_string(str(value))
+
+
+def render_key(key: Any) -> str:
+    """Return a mapping key inside a flow mapping, quoted when needed."""
+    return render_string(str(key))
+
+
+def render_string(text: str) -> str:
+    """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
+    if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
+        return text
+    if _UNPRINTABLE.search(text):
+        return '"' + _UNPRINTABLE_OR_QUOTE.sub(_escape_char, text) + '"'
+    if "'" not in text and not text.endswith("\\"):
+        return f"'{text}'"  # read the same by YAML and by Hydra's override parser
+    if '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return "'" + text.replace("'", "''") + "'"  # YAML's escape; from_cli is the reference
+
+
+# What YAML cannot hold verbatim in a scalar: control characters, line breaks, BOM.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+                          r"|[\u2028\u2029\ufeff]")
+_UNPRINTABLE_OR_QUOTE = re.compile(_UNPRINTABLE.pattern + r'|["\\]')
+
+
+def _escape_char(match: "re.Match[str]") -> str:
+    """Return a YAML double-quoted escape for one character."""
+    char = match.group()
+    if char in '"\\\n\t\r':
+        return "\\" + {"\n": "n", "\t": "t", "\r": "r"}.get(char, char)
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def flatten_arguments(arguments: Mapping[Any, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+    """Return (dotted key, value) pairs: nested mappings become `opt.lr`-style keys."""
+    pairs: List[Tuple[str, Any]] = []
+    for key, value in arguments.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs.extend(flatten_arguments(value, dotted + "."))
+        else:
+            pairs.append((dotted, value))
+    return pairs
+
+
+def render_arguments(arguments: Mapping[Any, Any], fmt: str = "{key}={value}") -> List[str]:
+    """Return the command-line words for a step's arguments, one per leaf."""
+    return [fmt.format(key=key, value=render_value(value))
+            for key, value in flatten_arguments(arguments)]
+
+
+# ── Running a step (I/O) ─────────────────────────────────────────────────
+
+
+class StopRequest:
+    """What SIGINT/SIGTERM asked for, and the process group to pass them on to."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.at = 0.0
+        self.group: Optional[int] = None
+        self.forwarded_to: Optional[int] = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """Record the signal and pass it on to the running step at once."""
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+        if self.group is not None:
+            signal_group(self.group, signum)
+            self.forwarded_to = self.group
+
+
+def signal_group(group: int, signum: int) -> None:
+    """Send a signal to a process group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signum)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of data to fd (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@dataclass
+class Attempt:
+    exit_code: int
+    timed_out: bool
+    duration: float
+    tail: bytes
+
+
+class Echo:
+    """The terminal side of a step's output; stops echoing if the terminal goes away."""
+
+    def __init__(self, fd: Optional[int]) -> None:
+        self.fd = fd
+
+    def write(self, chunk: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            write_all(self.fd, chunk)
+        except OSError:  # e.g. `| head` closed the pipe: keep running, keep logging
+            self.fd = None
+
+
+def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int, echo: Echo,
+                timeout: Optional[float], kill_grace: float, stop: StopRequest) -> Attempt:
+    """Run a command once in its own process group, copying its output; return the outcome."""
+    started = time.monotonic()
+    tail = b""
+    try:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    except OSError as error:
+        message = f"crude-link: cannot start {command[0]!r}: {error.strerror}\n".encode()
+        write_all(log_fd, message)
+        echo.write(message)
+        code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
+        return Attempt(code, False, time.monotonic() - started, message)
+    stop.group = proc.pid
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+    deadline = started + timeout if timeout else math.inf
+    kill_at = math.inf
+    timed_out, pipe_open = False, True
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline and not timed_out:
+                timed_out = True
+                signal_group(proc.pid, signal.SIGTERM)
+                kill_at = now + kill_grace
+            if stop.signum is not None and kill_at == math.inf:
+                if stop.forwarded_to != proc.pid:  # arrived before the group was known
+                    signal_group(proc.pid, stop.signum)
+                kill_at = stop.at + kill_grace
+            if now >= kill_at:
+                signal_group(proc.pid, signal.SIGKILL)
+                kill_at = math.nan  # killed once; never again
+            wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
+            if pipe_open:
+                ready, _, _ = select.select([out], [], [], wait)
+                if ready:
+                    chunk = os.read(out, CHUNK_SIZE)
+                    if chunk:
+                        write_all(log_fd, chunk)
+                        echo.write(chunk)
+                        tail = (tail + chunk)[-TAIL_BYTES:]
+                        continue
+                    pipe_open = False
+                # Silence: the step may have exited while a leftover child holds the pipe.
+                if proc.poll() is not None:
+                    break
+            else:
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+    except BaseException:  # as subprocess.run does: never leave the step behind
+        signal_group(proc.pid, signal.SIGKILL)
+        raise
+    finally:
+        stop.group = None
+        proc.stdout.close()
+        proc.wait()
+    code = proc.returncode
+    code = EXIT_SIGNAL_BASE - code if code < 0 else code
+    if timed_out:
+        code = EXIT_TIMEOUT
+    return Attempt(code, timed_out, time.monotonic() - started, tail)
+
+
+def sleep_unless_stopped(seconds: float, stop: StopRequest) -> None:
+    """Sleep for seconds, waking early when a stop signal arrives."""
+    end = time.monotonic() + seconds
+    while stop.signum is None and time.monotonic() < end:
+        time.sleep(min(POLL_INTERVAL, max(0.0, end - time.monotonic())))
+
+
+# ── Failure dialog (I/O) ─────────────────────────────────────────────────
+
+
+def parse_choice(text: str) -> Optional[str]:
+    """Return the dialog choice a reply means ("R", "retry" → "retry"); None if unclear."""
+    word = text.strip().lower()
+    return CHOICES.get(word) or CHOICE_WORDS.get(word)
+
+
+def ask_what_next(ask: Callable[[str], str] = input) -> str:
+    """Ask until the reply is a choice; end of input means abort (EOFError is caught)."""
+    prompt = (colored("What now? [r] retry step · [p] rerun pipeline · [s] skip step · [a] abort",
+                      "yellow", attrs=["bold"]) + "? ")
+    while True:
+        try:
+            reply = ask(prompt)
+        except EOFError:
+            print()
+            return "abort"
+        choice = parse_choice(reply)
+        if choice:
+            return choice
+        print(f"Please answer r, p, s or a (got {reply.strip()!r}).", flush=True)
+
+
+def signal_name(code: int) -> Optional[str]:
+    """Return 'SIGKILL' for exit code 137 (128+N), None for plain exit codes."""
+    if code <= EXIT_SIGNAL_BASE or code == EXIT_TIMEOUT:
+        return None
+    try:
+        return signal.Signals(code - EXIT_SIGNAL_BASE).name
+    except ValueError:
+        return None
+
+
+def describe_exit(attempt: Attempt, timeout: Optional[float]) -> str:
+    """Return how an attempt ended, in words: 'exit code 3', 'killed by SIGKILL'."""
+    if attempt.timed_out:
+        return f"timed out after {timeout:g}s (exit code {EXIT_TIMEOUT})"
+    name = signal_name(attempt.exit_code)
+    if name:
+        return f"killed by {name} (exit code {attempt.exit_code})"
+    return f"exit code {attempt.exit_code}"
+
+
+def last_lines(tail: bytes, count: int = TAIL_LINES) -> List[str]:
+    """Return the last lines of output as text, as a terminal would show `\\r` updates."""
+    text = tail.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    lines = [line.rsplit("\r", 1)[-1] for line in text.rstrip("\r\n").split("\n")]
+    return [line for line in lines if line.strip()][-count:]
+
+
+# ── Run record ───────────────────────────────────────────────────────────
+
+
+def now_iso() -> str:
+    """Return the local time as an ISO 8601 string with its UTC offset."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to path through a temporary file, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """summary.json: the run and every step of the config, rewritten on each change."""
+
+    def __init__(self, run_dir: Path, plan: List[PlannedStep]) -> None:
+        self.path = run_dir / "summary.json"
+        self.data: Dict[str, Any] = {
+            "status": RUNNING, "exit_code": None, "started": now_iso(), "finished": None,
+            "steps": [{
+                "index": p.index, "name": p.name, "command": p.command, "status": NOT_RUN,
+                "exit_code": None, "attempts": 0, "started": None, "finished": None,
+                "duration_s": None, "log": p.log_name,
+            } for p in plan],
+        }
+        self.write()
+
+    def step(self, planned: PlannedStep) -> Dict[str, Any]:
+        entry: Dict[str, Any] = self.data["steps"][planned.index - 1]
+        return entry
+
+    def start_attempt(self, planned: PlannedStep) -> None:
+        entry = self.step(planned)
+        if entry["started"] is None:
+            entry["started"] = now_iso()
+        entry.update(status=RUNNING, attempts=entry["attempts"] + 1, exit_code=None,
+                     finished=None)
+        self.write()
+
+    def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str) -> None:
+        entry = self.step(planned)
+        # Time spent running, summed over attempts: a wait at the dialog is not the step's.
+        duration = (entry["duration_s"] or 0.0) + attempt.duration
+        entry.update(status=status, exit_code=attempt.exit_code, finished=now_iso(),
+                     duration_s=round(duration, 3))
+        self.write()
+
+    def finish(self, status: str, exit_code: int) -> None:
+        self.data.update(status=status, exit_code=exit_code, finished=now_iso())
+        self.write()
+
+    def write(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+# ── Pipeline ─────────────────────────────────────────────────────────────
+
+
+class Console:
+    """The scheduler's own messages: coloured on the terminal, plain in Hydra's log file."""
+
+    def say(self, text: str, color: Optional[str] = None, bold: bool = False) -> None:
+        log.info(text)
+        attrs = ["bold"] if bold else None
+        print(colored(text, color, attrs=attrs) if color or bold else text, flush=True)
+
+    def warn(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            log.warning(line)
+        for index, line in enumerate(lines):
+            style = ("red", ["bold"]) if index == 0 else ("red", None)
+            print(colored(line, style[0], attrs=style[1]), flush=True)
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """Return a duration as '0.42s', '3m05s' or '-' when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
+    """Return the final table: one row per step with status, attempts, duration, log."""
+    header = ["#", "step", "status", "attempts", "duration", "log"]
+    rows = [[str(s["index"]), s["name"], s["status"], str(s["attempts"]),
+             format_duration(s["duration_s"]), s["log"] if s["attempts"] else "-"]
+            for s in steps]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in [header, *rows]]
+
+
+@dataclass
+class Pipeline:
+    """Everything a run needs besides the plan: where, how, and who to talk to."""
+
+    root: Path
+    run_dir: Path
+    options: SchedulerOptions
+    console: Console
+    stop: StopRequest
+    base_env: Mapping[str, str]
+    interactive: bool
+    echo: Echo
+    ask: Callable[[str], str] = input
+
+
+def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
+    """Run one step with its automatic retries; return its last attempt."""
+    step = planned.step
+    env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name)
+    log_path = pipeline.run_dir / planned.log_name
+    with open(log_path, "a+b", buffering=0) as log_file:
+        attempt_no = 0
+        while True:
+            attempt_no += 1
+            record.start_attempt(planned)
+            entry = record.step(planned)
+            shown = " ".join([step.script, *render_arguments(step.arguments,
+                                                             step.argument_format)])
+            again = f" (attempt {entry['attempts']})" if entry["attempts"] > 1 else ""
+            pipeline.console.say(f"▶ [{planned.index}/{len(record.data['steps'])}] "
+                                 f"{planned.name}{again}: {shown}", "cyan", bold=True)
+            log.info("command: %s", shlex.join(planned.command))
+            separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt "
+                         f"{entry['attempts']} at {now_iso()} ===\n").encode()
+            if log_path.stat().st_size and not _ends_with_newline(log_file.fileno()):
+                separator = b"\n" + separator
+            write_all(log_file.fileno(), separator)
+            attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
+                                  pipeline.echo, step.timeout, pipeline.options.kill_grace,
+                                  pipeline.stop)
+            status = (SUCCEEDED if attempt.exit_code == 0 else
+                      TIMED_OUT if attempt.timed_out else FAILED)
+            if pipeline.stop.signum is not None and status != SUCCEEDED:
+                status = INTERRUPTED
+            record.end_attempt(planned, attempt, status)
+            if status != FAILED and status != TIMED_OUT or attempt_no > step.retries:
+                return attempt
+            pipeline.console.say(f"{planned.name} failed ({describe_exit(attempt, step.timeout)}); "
+                                 f"automatic retry {attempt_no} of {step.retries}"
+                                 + (f" in {step.retry_delay:g}s" if step.retry_delay else ""),
+                                 "yellow")
+            sleep_unless_stopped(step.retry_delay, pipeline.stop)
+            if pipeline.stop.signum is not None:
+                return attempt
+
+
+def _ends_with_newline(fd: int) -> bool:
+    """Return whether the file behind fd ends with a newline."""
+    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
+
+
+def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) -> None:
+    """Print the highlighted failure warning: step, how it ended, duration, log, last lines."""
+    lines = [
+        f"✗ step {planned.index} '{planned.name}' failed: "
+        f"{describe_exit(attempt, planned.step.timeout)} after {format_duration(attempt.duration)}",
+        f"  log: {pipeline.run_dir / planned.log_name}",
+    ]
+    output = last_lines(attempt.tail)
+    if output:
+        lines.append(f"  last {len(output)} lines of its output:")
+        lines.extend(f"  | {line}" for line in output)
+    pipeline.console.warn(lines)
+
+
+def decide_after_failure(pipeline: Pipeline) -> str:
+    """Return what to do after a failed step: ask, or apply the policy without a terminal."""
+    policy = pipeline.options.on_failure
+    if policy == "continue":
+        pipeline.console.say("on_failure=continue: going on with the next step", "yellow")
+        return "skip"
+    if policy == "abort":
+        pipeline.console.say("on_failure=abort: stopping the run", "yellow")
+        return "stop"
+    if not pipeline.interactive:
+        pipeline.console.say("no terminal on stdin: on_failure=ask acts as abort, "
+                             "stopping the run", "yellow")
+        return "stop"
+    with _signals_raise():
+        choice = ask_what_next(pipeline.ask)
+    log.info("dialog answer: %s", choice)
+    return choice
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived while the scheduler waited for the user."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _signals_raise:
+    """Inside the dialog, Ctrl-C and SIGTERM end the wait at once (as exceptions)."""
+
+    def __enter__(self) -> None:
+        def raise_interrupted(signum: int, frame: Any) -> None:
+            raise Interrupted(signum)
+
+        self.saved = {sig: signal.signal(sig, raise_interrupted)
+                      for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def run_pipeline(pipeline: Pipeline, plan: List[PlannedStep]) -> int:
+    """Run the planned steps in order, apply the failure policy, record it; return exit code."""
+    record = RunRecord(pipeline.run_dir, plan)
+    pipeline.console.say(f"crude-link: {len(plan)} step(s); run folder {pipeline.run_dir}")
+    run_status, exit_code = SUCCEEDED, EXIT_OK
+    position = 0
+    try:
+        while position < len(plan):
+            if pipeline.stop.signum is not None:
+                break
+            planned = plan[position]
+            attempt = run_step(pipeline, record, planned)
+            if attempt.exit_code == 0 or pipeline.stop.signum is not None:
+                position += 1
+                continue
+            print_failure(pipeline, planned, attempt)
+            choice = decide_after_failure(pipeline)
+            if choice == "retry":
+                continue
+            if choice == "pipeline":
+                position = 0
+                continue
+            if choice == "skip":
+                position += 1
+                continue
+            run_status = ABORTED if choice == "abort" else FAILED
+            break
+    except (Interrupted, KeyboardInterrupt) as stopped:
+        signum = stopped.signum if isinstance(stopped, Interrupted) else signal.SIGINT
+        print()
+        pipeline.console.say(f"{signal.Signals(signum).name} at the prompt: aborting", "yellow")
+        run_status, exit_code = ABORTED, EXIT_SIGNAL_BASE + signum
+    steps = record.data["steps"]
+    if pipeline.stop.signum is not None:
+        run_status, exit_code = INTERRUPTED, EXIT_SIGNAL_BASE + pipeline.stop.signum
+    elif exit_code == EXIT_OK:
+        failed = [s for s in steps if s["status"] in (FAILED, TIMED_OUT)]
+        if failed:
+            exit_code = failed[0]["exit_code"]
+            run_status = FAILED if run_status == SUCCEEDED else run_status
+    record.finish(run_status, exit_code)
+    print_report(pipeline, record)
+    return exit_code
+
+
+def print_report(pipeline: Pipeline, record: RunRecord) -> None:
+    """Print the final table and the run's outcome."""
+    status = record.data["status"]
+    color = "green" if status == SUCCEEDED else "red"
+    lines = summary_table(record.data["steps"])
+    pipeline.console.say(lines[0], bold=True)
+    for line in lines[1:]:
+        pipeline.console.say(line)
+    pipeline.console.say(f"run {status} (exit code {record.data['exit_code']}); "
+                         f"run folder: {pipeline.run_dir}", color, bold=True)
+
+
+# ── Main ─────────────────────────────────────────────────────────────────
+
+
+def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
+    """Return a config node as plain data, resolving interpolations one key at a time.
+
+    Each key that cannot resolve becomes a problem naming its path, so every broken
+    interpolation is reported at once instead of the first one only.
+    """
+    if isinstance(node, DictConfig):
+        out = {}
+        for key in node:
+            try:
+                child = node[key]
+            except OmegaConfBaseException as error:
+                text = OmegaConf.to_container(node)[key]  # type: ignore[index]
+                problems.append(f"{where}.{key!s}: cannot resolve {text!r}: {_first_line(error)}")
+                continue
+            out[key] = resolve_section(child, f"{where}.{key!s}", problems)
+        return out
+    if isinstance(node, ListConfig):
+        items = []
+        for index in range(len(node)):
+            try:
+                child = node[index]
+            except OmegaConfBaseException as error:
+                problems.append(f"{where}[{index}]: cannot resolve: {_first_line(error)}")
+                continue
+            items.append(resolve_section(child, f"{where}[{index}]", problems))
+        return items
+    return node
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def print_problems(problems: List[str]) -> None:
+    """Print config problems to stderr, one per line, and to the log."""
+    heading = f"crude-link: the config has {len(problems)} problem(s); no step was run:"
+    log.error(heading)
+    print(colored(heading, "red", attrs=["bold"]), file=sys.stderr)
+    for problem in problems:
+        log.error("  %s", problem)
+        print(f"  {problem}", file=sys.stderr)
+
+
+def load_config(cfg: DictConfig, root: Path, python: str
+                ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
+    """Return the plan and options of a composed config, or the problems found in it."""
+    problems: List[str] = []
+    steps = resolve_section(cfg.get("steps"), "steps", problems)
+    options = resolve_section(cfg.get("scheduler"), "scheduler", problems)
+    defaults = OmegaConf.to_container(cfg["default"]) if "default" in cfg else None
+    problems = check_config(steps, options, defaults, root) + problems
+    if problems:
+        return [], SchedulerOptions(), problems
+    names, _ = derive_names(steps, defaults)
+    return plan_steps(steps, names, root, python), SchedulerOptions(**(options or {})), []
+
+
+def _log_to_file_only() -> None:
+    """Send crude-link's log records to Hydra's log file only (the terminal gets colour)."""
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+_job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg: DictConfig) -> None:
+    _log_to_file_only()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    plan, options, problems = load_config(cfg, ROOT, sys.executable)
+    if problems:
+        print_problems(problems)
+        _job_exit_codes.append(EXIT_CONFIG_ERROR)
+        return
+    stop = StopRequest()
+    saved = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pipeline = Pipeline(ROOT, run_dir, options, Console(), stop, os.environ,
+                            interactive=sys.stdin.isatty(), echo=Echo(sys.stdout.fileno()))
+        _job_exit_codes.append(run_pipeline(pipeline, plan))
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def default_overrides(argv: Sequence[str], root: Path, pid: int) -> List[str]:
+    """Return Hydra overrides that put run folders under the root, unique per process."""
+    stamp = "${now:%Y-%m-%d}/${now:%H-%M-%S}-" + str(pid)
+    quoted_root = str(root).replace("\\", "\\\\").replace("'", "\\'")
+    overrides = []
+    for key, folder in (("hydra.run.dir", "outputs"), ("hydra.sweep.dir", "multirun")):
+        if not any(arg.lstrip("+~").startswith(key + "=") for arg in argv):
+            overrides.append(f"{key}='{quoted_root}/{folder}/{stamp}'")
+    return overrides
+
+
+if __name__ == "__main__":
+    sys.argv[1:1] = default_overrides(sys.argv[1:], ROOT, os.getpid())
+    main()
+    sys.exit(next((code for code in _job_exit_codes if code), EXIT_OK))

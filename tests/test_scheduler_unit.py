@@ -1,0 +1,350 @@
+"""Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
+
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import scheduler  # noqa: E402
+
+
+def from_cli(words: List[str]) -> Dict[str, Any]:
+    """Return what a task sees when it reads its argv with OmegaConf.from_cli()."""
+    container = OmegaConf.to_container(OmegaConf.from_cli(words))
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+# ── Argument rendering ───────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, "true"), (False, "false"), (None, "null"),
+    (0, "0"), (-7, "-7"), (0.1, "0.1"), (1e-05, "1e-05"), (1e20, "1e+20"),
+    (math.inf, ".inf"), (-math.inf, "-.inf"),
+    ([1, 2], "[1,2]"), ([], "[]"), ({"a": 1}, "{a: 1}"),
+    ("abc", "abc"), ("data/dummy.data", "data/dummy.data"), ("/abs/x-1.csv", "/abs/x-1.csv"),
+    ("x,y", "'x,y'"),      # unquoted, Hydra would read a sweep
+    ("true", "'true'"),    # must stay a string
+    ("yes", "'yes'"), ("42", "'42'"), ("~", "'~'"), ("", "''"), ("1.0", "'1.0'"),
+    ("a b", "'a b'"), ("x=y", "'x=y'"), ("[x]", "'[x]'"),
+    ("it's", '"it\'s"'),  # both YAML and Hydra read double quotes the same way
+    ("line\nbreak", '"line\\nbreak"'),
+])
+def test_render_value(value: Any, expected: str) -> None:
+    assert scheduler.render_value(value) == expected
+
+
+def test_render_nan_reads_back_as_nan() -> None:
+    assert math.isnan(from_cli([f"k={scheduler.render_value(math.nan)}"])["k"])
+
+
+def test_render_arguments_flattens_nested_mappings_to_dotted_keys() -> None:
+    arguments = {"opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "empty": {}, "name": "run 1"}
+    words = scheduler.render_arguments(arguments)
+    assert words == ["opt.lr=0.1", "opt.betas=[0.9,0.99]", "empty={}", "name='run 1'"]
+    assert from_cli(words) == arguments
+
+
+def test_render_arguments_uses_the_argument_format() -> None:
+    assert scheduler.render_arguments({"lr": 0.1, "a": "x y"}, "--{key}={value}") == [
+        "--lr=0.1", "--a='x y'"]
+
+
+# Values a YAML config can hold; keys are plain identifiers (dotted keys nest).
+scalars = (st.none() | st.booleans() | st.integers(-10**12, 10**12)
+           | st.floats(allow_nan=False) | st.text(max_size=12))
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True), inner,
+                      min_size=1, max_size=3),
+    max_leaves=6)
+keys = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(keys, values, max_size=4))
+def test_rendered_arguments_round_trip_through_from_cli(arguments: Dict[str, Any]) -> None:
+    words = scheduler.render_arguments(arguments)
+    expected = {k: v for k, v in arguments.items() if v != {}}
+    got = {k: v for k, v in from_cli(words).items() if v != {}}
+    assert got == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+       | st.booleans() | st.integers() | st.none()
+       | st.floats(allow_nan=False, allow_infinity=False))
+def test_hydra_reads_rendered_values_the_same_where_quotes_agree(value: Any) -> None:
+    text = scheduler.render_value(value)
+    if isinstance(value, str) and "'" in value and '"' in value:
+        return  # only YAML's '' escape fits; OmegaConf.from_cli is the reference there
+    if isinstance(value, str) and value.endswith("\\"):
+        return  # Hydra reads a backslash before the closing quote as an escape
+    parsed = OverridesParser.create().parse_override(f"k={text}").value()
+    if isinstance(value, float) and isinstance(parsed, float):
+        assert parsed == value
+    else:
+        assert parsed == value and type(parsed) is type(value)
+
+
+# ── Names and commands ───────────────────────────────────────────────────
+
+SEED_DEFAULTS = [
+    {"preproccess": {"script": "tasks/preproccess.py"}},
+    {"training": {"script": "tasks/train.py"}},
+    {"validation": {"script": "tasks/validate.py"}},
+    {"deployment": {"script": "./tasks/deploy.py"}},
+]
+
+
+def test_names_come_from_the_default_entry_with_the_same_script() -> None:
+    steps = [{"script": "tasks/preproccess.py", "arguments": {"nr_images": 10}},
+             {"script": "tasks/train.py"}, {"script": "tasks/validate.py"},
+             {"script": "tasks/deploy.py"}, {"script": "tasks/other.py"}]
+    names, problems = scheduler.derive_names(steps, SEED_DEFAULTS)
+    assert names == ["preproccess", "training", "validation", "deployment", "other"]
+    assert problems == []
+
+
+def test_repeated_derived_names_get_numbers_and_explicit_names_win() -> None:
+    steps = [{"script": "a.py"}, {"script": "a.py"}, {"script": "b.py", "name": "a-3"},
+             {"script": "a.py"}]
+    names, problems = scheduler.derive_names(steps, None)
+    assert names == ["a", "a-2", "a-3", "a-4"]
+    assert problems == []
+
+
+def test_repeated_explicit_names_are_a_problem() -> None:
+    steps = [{"script": "a.py", "name": "x"}, {"script": "b.py", "name": "x"}]
+    _, problems = scheduler.derive_names(steps, None)
+    assert problems == ["steps[1] (x): name 'x' is already used by steps[0]; "
+                        "step names must be unique"]
+
+
+def test_a_script_in_two_default_entries_names_no_step() -> None:
+    defaults = [{"a": {"script": "t.py"}}, {"b": {"script": "t.py"}}]
+    assert scheduler.derive_names([{"script": "t.py"}], defaults)[0] == ["t"]
+
+
+@pytest.mark.parametrize("step, expected", [
+    (scheduler.Step(script="tasks/t.py", arguments={"n": 1}),
+     ["/py", "/root/tasks/t.py", "n=1"]),
+    (scheduler.Step(script="/abs/run.sh"), ["/abs/run.sh"]),
+    (scheduler.Step(script="t.R", interpreter="Rscript"), ["Rscript", "/root/t.R"]),
+    (scheduler.Step(script="t.py", interpreter=["python3", "-X", "dev"], launcher=["srun", "-N1"]),
+     ["srun", "-N1", "python3", "-X", "dev", "/root/t.py"]),
+    (scheduler.Step(script="t.py", arguments={"lr": 0.1}, argument_format="--{key}={value}"),
+     ["/py", "/root/t.py", "--lr=0.1"]),
+])
+def test_build_command(step: scheduler.Step, expected: List[str]) -> None:
+    assert scheduler.build_command(step, Path("/root"), "/py") == expected
+
+
+def test_a_step_launcher_wins_over_the_default_even_when_empty() -> None:
+    step = scheduler.Step(script="t.py", launcher=[])
+    assert scheduler.build_command(step, Path("/r"), "/py", ["srun"]) == ["/py", "/r/t.py"]
+    step.launcher = None
+    assert scheduler.build_command(step, Path("/r"), "/py", ["srun"]) == ["srun", "/py", "/r/t.py"]
+
+
+def test_step_env_adds_the_step_env_and_crude_links_own() -> None:
+    step = scheduler.Step(script="t.py", env={"A": 1, "B": True, "HOME": "/x"})
+    env = scheduler.step_env(step, {"HOME": "/h", "PATH": "/bin"}, Path("/run"), 3, "train")
+    assert env == {"HOME": "/x", "PATH": "/bin", "A": "1", "B": "true",
+                   "PYTHONUNBUFFERED": "1", "CRUDE_LINK_RUN_DIR": "/run",
+                   "CRUDE_LINK_STEP": "train", "CRUDE_LINK_STEP_INDEX": "3"}
+
+
+@pytest.mark.parametrize("index, name, expected", [
+    (1, "train", "01-train.log"), (12, "a b/c", "12-a_b_c.log"), (100, "x-2", "100-x-2.log")])
+def test_log_file_name(index: int, name: str, expected: str) -> None:
+    assert scheduler.log_file_name(index, name) == expected
+
+
+# ── Config checks ────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "t.py").write_text("")
+    (tmp_path / "tasks" / "run.sh").write_text("#!/bin/sh\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"script": "tasks/t.py"}, []),
+    ({"script": "tasks/t.py", "timeout": None, "retries": 2, "retry_delay": 0.5,
+      "env": {"A": 1}, "interpreter": ["python3", "-u"], "launcher": [],
+      "argument_format": "--{key} {value}", "name": "x", "arguments": {"a": [1]}}, []),
+    ("tasks/t.py", ["steps[0]: a step must be a mapping with at least 'script', "
+                    "got 'tasks/t.py'"]),
+    ({}, ["steps[0]: missing required key 'script' (the file to run)"]),
+    ({"script": "tasks/t.py", "scirpt": 1},
+     ["steps[0]: unknown key 'scirpt' (did you mean 'script'?)"]),
+    ({"script": "tasks/missing.py"}, ["steps[0]: script 'tasks/missing.py' does not exist"]),
+    ({"script": "tasks/run.sh"}, ["steps[0]: script 'tasks/run.sh' is not executable"]),
+    ({"script": "tasks/run.sh", "interpreter": "sh"}, []),
+    ({"script": "tasks/t.py", "arguments": [1]}, ["steps[0]: arguments must be a mapping"]),
+    ({"script": "tasks/t.py", "env": "A=1"}, ["steps[0]: env must be a mapping"]),
+    ({"script": "tasks/t.py", "env": {"A": [1]}}, ["steps[0]: env.A must be a string"]),
+    ({"script": "tasks/t.py", "timeout": "soon"},
+     ["steps[0]: timeout must be a number or null, got 'soon'"]),
+    ({"script": "tasks/t.py", "timeout": -1}, ["steps[0]: timeout must be >= 0"]),
+    ({"script": "tasks/t.py", "retries": -1}, ["steps[0]: retries must be >= 0"]),
+    ({"script": "tasks/t.py", "retries": 1.5}, ["steps[0]: retries must be a whole number"]),
+    ({"script": "tasks/t.py", "retries": True}, ["steps[0]: retries must be a whole number"]),
+    ({"script": "tasks/t.py", "interpreter": []}, ["steps[0]: interpreter must be a program"]),
+    ({"script": "tasks/t.py", "launcher": "srun"}, ["steps[0]: launcher must be a list"]),
+    ({"script": "tasks/t.py", "argument_format": "{k}"},
+     ["steps[0]: argument_format must use only {key} and {value}"]),
+])
+def test_check_step(root: Path, raw: Any, expected: List[str]) -> None:
+    problems = scheduler.check_step(0, raw, None, root)
+    assert len(problems) == len(expected), problems
+    for problem, start in zip(problems, expected):
+        assert problem.startswith(start), problem
+
+
+def test_check_step_names_the_step(root: Path) -> None:
+    assert scheduler.check_step(2, {"script": "tasks/t.py", "retries": -2}, "train", root) == [
+        "steps[2] (train): retries must be >= 0, got -2"]
+
+
+def test_check_config_reports_every_problem_at_once(root: Path) -> None:
+    steps = [{"script": "tasks/t.py", "timeout": "x"}, {"scirpt": "t.py"},
+             {"script": "tasks/t.py", "name": "x"}, {"script": "tasks/t.py", "name": "x"}]
+    problems = scheduler.check_config(steps, {"on_failure": "maybe", "kill_grac": 1}, None, root)
+    assert len(problems) == 6, problems
+    assert "steps[0] (t): timeout must be a number or null, got 'x'" in problems
+    assert "steps[1]: unknown key 'scirpt' (did you mean 'script'?)" in problems
+    assert "steps[1]: missing required key 'script' (the file to run)" in problems
+    assert any(p.startswith("steps[3] (x): name 'x' is already used") for p in problems)
+    assert "scheduler: on_failure must be one of ask, abort, continue, got 'maybe'" in problems
+    assert "scheduler: unknown key 'kill_grac' (did you mean 'kill_grace'?)" in problems
+
+
+@pytest.mark.parametrize("steps", [None, []])
+def test_no_steps_is_a_problem(root: Path, steps: Any) -> None:
+    assert scheduler.check_config(steps, None, None, root)[0].startswith("steps: no steps")
+
+
+def test_steps_must_be_a_list(root: Path) -> None:
+    assert scheduler.check_config({"a": 1}, None, None, root) == [
+        "steps: must be a list of steps, got dict"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (None, []), ({"on_failure": "continue", "kill_grace": 0}, []),
+    ({"kill_grace": -1}, ["scheduler: kill_grace must be >= 0 seconds, got -1"]),
+    ({"kill_grace": "x"}, ["scheduler: kill_grace must be a number, got 'x'"]),
+    ("abort", ["scheduler: must be a mapping of options, got 'abort'"]),
+])
+def test_check_options(options: Any, expected: List[str]) -> None:
+    assert scheduler.check_options(options) == expected
+
+
+def test_the_schema_is_the_one_list_of_keys() -> None:
+    assert scheduler.STEP_KEYS == {
+        "script", "name", "arguments", "env", "timeout", "retries", "retry_delay",
+        "interpreter", "launcher", "argument_format"}
+
+
+def test_resolve_section_reports_each_broken_interpolation() -> None:
+    cfg = OmegaConf.create({"steps": [{"script": "a.py", "arguments": {
+        "ok": "${x}", "bad": "${nope}", "also": "${missing.key}"}}], "x": 5})
+    problems: List[str] = []
+    steps = scheduler.resolve_section(cfg.steps, "steps", problems)
+    assert steps == [{"script": "a.py", "arguments": {"ok": 5}}]
+    assert [p.split(":")[0] for p in problems] == ["steps[0].arguments.bad",
+                                                   "steps[0].arguments.also"]
+    assert "'${nope}'" in problems[0]
+
+
+# ── Dialog and messages ──────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("r", "retry"), ("R", "retry"), (" retry\n", "retry"), ("p", "pipeline"),
+    ("Pipeline", "pipeline"), ("rerun", "pipeline"), ("s", "skip"), ("SKIP", "skip"),
+    ("a", "abort"), ("abort", "abort"), ("x", None), ("", None), ("re", None),
+])
+def test_parse_choice(text: str, expected: Any) -> None:
+    assert scheduler.parse_choice(text) == expected
+
+
+def test_ask_what_next_asks_again_until_it_understands(capsys: pytest.CaptureFixture[str]) -> None:
+    replies = iter(["maybe", "", "s"])
+    assert scheduler.ask_what_next(lambda prompt: next(replies)) == "skip"
+    assert capsys.readouterr().out.count("Please answer") == 2
+
+
+def test_end_of_input_at_the_dialog_means_abort() -> None:
+    def eof(prompt: str) -> str:
+        raise EOFError
+    assert scheduler.ask_what_next(eof) == "abort"
+
+
+@pytest.mark.parametrize("code, timed_out, expected", [
+    (3, False, "exit code 3"), (137, False, "killed by SIGKILL (exit code 137)"),
+    (124, True, "timed out after 5s (exit code 124)"), (200, False, "exit code 200"),
+])
+def test_describe_exit(code: int, timed_out: bool, expected: str) -> None:
+    attempt = scheduler.Attempt(code, timed_out, 1.0, b"")
+    assert scheduler.describe_exit(attempt, 5) == expected
+
+
+def test_last_lines_shows_what_a_terminal_shows() -> None:
+    tail = b"one\ntwo\r\nbar 1\rbar 2\rbar 3\n\n" + bytes([0xFF]) + b"end"
+    assert scheduler.last_lines(tail, 3) == ["two", "bar 3", "\ufffdend"]
+
+
+def test_summary_table() -> None:
+    steps = [{"index": 1, "name": "prep", "status": "succeeded", "attempts": 1,
+              "duration_s": 1.5, "log": "01-prep.log"},
+             {"index": 2, "name": "train", "status": "not_run", "attempts": 0,
+              "duration_s": None, "log": "02-train.log"}]
+    assert scheduler.summary_table(steps) == [
+        "#  step   status     attempts  duration  log",
+        "1  prep   succeeded  1         1.50s     01-prep.log",
+        "2  train  not_run    0         -         -",
+    ]
+
+
+@pytest.mark.parametrize("seconds, expected", [(None, "-"), (0.5, "0.50s"), (185, "3m05s")])
+def test_format_duration(seconds: Any, expected: str) -> None:
+    assert scheduler.format_duration(seconds) == expected
+
+
+# ── Hydra wiring ─────────────────────────────────────────────────────────
+
+
+def test_default_overrides_anchor_run_folders_to_the_root() -> None:
+    overrides = scheduler.default_overrides([], Path("/it's/root"), 42)
+    assert overrides == [
+        "hydra.run.dir='/it\\'s/root/outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}-42'",
+        "hydra.sweep.dir='/it\\'s/root/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-42'"]
+    parser = OverridesParser.create()
+    assert str(parser.parse_override(overrides[0]).value()).startswith("/it's/root/outputs/")
+
+
+def test_default_overrides_leave_the_users_run_dir_alone() -> None:
+    assert scheduler.default_overrides(["hydra.run.dir=x"], Path("/r"), 1) == [
+        "hydra.sweep.dir='/r/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-1'"]
+
+
+def test_importing_the_module_does_nothing() -> None:
+    assert scheduler._job_exit_codes == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
