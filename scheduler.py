@@ -15,6 +15,7 @@ pipeline · main
 
 import contextlib
 import difflib
+import fcntl
 import json
 import logging
 import math
@@ -29,11 +30,12 @@ import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 from termcolor import colored
 
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parent
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
+EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: crude-link itself failed
 EXIT_LOCKED = 75
 EXIT_TIMEOUT = 124
 EXIT_CANNOT_EXECUTE = 126
@@ -55,6 +58,8 @@ CHUNK_SIZE = 64 * 1024
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
 TAIL_LINES = 10
 POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
+
+LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
 
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
 CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
@@ -71,24 +76,54 @@ log = logging.getLogger("crude-link")
 # ── Schema ───────────────────────────────────────────────────────────────
 
 
+def _doc(text: str) -> Dict[str, str]:
+    """Return dataclass field metadata carrying the one-line help shown by --help."""
+    return {"help": text}
+
+
 @dataclass
 class Step:
-    script: str = MISSING
-    name: Optional[str] = None
-    arguments: Dict[str, Any] = field(default_factory=dict)
-    env: Dict[str, Any] = field(default_factory=dict)
-    timeout: Optional[float] = None
-    retries: int = 0
-    retry_delay: float = 0.0
-    interpreter: Any = None  # str or list: see normalize_program()
-    launcher: Optional[List[str]] = None  # None: scheduler.launcher; [] opts out
-    argument_format: str = "{key}={value}"
+    script: str = field(default=MISSING, metadata=_doc(
+        "file to run, absolute or relative to the folder of scheduler.py (required)"))
+    name: Optional[str] = field(default=None, metadata=_doc(
+        "shown in output, logs, selections (default: its default: entry's key, or file stem)"))
+    arguments: Dict[str, Any] = field(default_factory=dict, metadata=_doc(
+        "mapping passed on the command line as key=value"))
+    env: Dict[str, Any] = field(default_factory=dict, metadata=_doc(
+        "extra environment variables"))
+    timeout: Optional[float] = field(default=None, metadata=_doc(
+        "seconds before SIGTERM to the step's process group (exit code 124), or null"))
+    retries: int = field(default=0, metadata=_doc(
+        "automatic retries before the failure policy applies"))
+    retry_delay: float = field(default=0.0, metadata=_doc("seconds between automatic retries"))
+    interpreter: Any = field(default=None, metadata=_doc(  # str or list: normalize_program()
+        "program (string or list) to run the script with; .py uses this Python"))
+    launcher: Optional[List[str]] = field(default=None, metadata=_doc(  # [] opts out
+        "command prefix for the whole step, e.g. [srun,-N1] (default: scheduler.launcher)"))
+    argument_format: str = field(default="{key}={value}", metadata=_doc(
+        "template for one argument, e.g. '--{key}={value}'"))
 
 
 @dataclass
 class SchedulerOptions:
-    on_failure: str = "ask"
-    kill_grace: float = 10.0
+    on_failure: str = field(default="ask", metadata=_doc(
+        "ask | abort | continue: what a failed step leads to (ask aborts without a terminal)"))
+    from_step: Any = field(default=None, metadata=_doc(  # a name or a 1-based index
+        "start at this step (name or 1-based index): scheduler.from_step=training"))
+    only: Any = field(default=None, metadata=_doc(  # a name or a list of names
+        "run only these steps: scheduler.only=[training,validation]"))
+    skip: Any = field(default=None, metadata=_doc(
+        "leave these steps out: scheduler.skip=[deployment]"))
+    resume: bool = field(default=False, metadata=_doc(
+        "start where the newest run under outputs/ stopped: scheduler.resume=true"))
+    dry_run: bool = field(default=False, metadata=_doc(
+        "print each selected step's command, cwd and env; run nothing: scheduler.dry_run=true"))
+    lock: bool = field(default=True, metadata=_doc(
+        "refuse to start (exit 75) while another run on this folder is running"))
+    kill_grace: float = field(default=10.0, metadata=_doc(
+        "seconds between SIGTERM and SIGKILL when a step is stopped"))
+    launcher: Optional[List[str]] = field(default=None, metadata=_doc(
+        "default launcher of every step: scheduler.launcher='[srun,-p,gpu]'"))
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
@@ -228,7 +263,51 @@ def check_options(raw: Any) -> List[str]:
     grace = raw.get("kill_grace")
     if isinstance(grace, (int, float)) and grace < 0:
         problems.append(f"scheduler: kill_grace must be >= 0 seconds, got {grace!r}")
+    for key in ("only", "skip"):
+        if raw.get(key) is not None and normalize_names(raw[key]) is None:
+            problems.append(f"scheduler: {key} must be a step name or a list of names, "
+                            f"got {raw[key]!r}")
+    start = raw.get("from_step")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, (str, int))):
+        problems.append(f"scheduler: from_step must be a step name or a 1-based index, "
+                        f"got {start!r}")
+    if start is not None and raw.get("resume") is True:
+        problems.append("scheduler: from_step and resume=true both say where to start; "
+                        "set only one of them")
     return problems
+
+
+def normalize_names(names: Any) -> Optional[List[str]]:
+    """Return a step name or a list of names as a list; None if it is neither."""
+    if isinstance(names, str):
+        return [names]
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def check_selection(names: List[str], options: Any) -> List[str]:
+    """Return a problem for each step name or index in the selection that does not exist."""
+    options = options if isinstance(options, dict) else {}
+    problems = []
+    for key in ("only", "skip"):
+        for name in normalize_names(options.get(key)) or []:
+            if name not in names:
+                problems.append(f"scheduler: {key} names an unknown step '{name}'"
+                                f"{_did_you_mean(name, names)}")
+    start = options.get("from_step")
+    if isinstance(start, int) and not isinstance(start, bool) and not 1 <= start <= len(names):
+        problems.append(f"scheduler: from_step {start} is out of range: "
+                        f"steps are numbered 1 to {len(names)}")
+    elif isinstance(start, str) and start not in names:
+        problems.append(f"scheduler: from_step names an unknown step '{start}'"
+                        f"{_did_you_mean(start, names)}")
+    return problems
+
+
+def _did_you_mean(word: str, choices: List[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; steps: {', '.join(choices)}"
 
 
 def check_config(steps: Any, options: Any, defaults: Any, root: Path) -> List[str]:
@@ -241,7 +320,7 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path) -> List[st
     names, problems = derive_names(steps, defaults)
     for index, raw in enumerate(steps):
         problems.extend(check_step(index, raw, names[index], root))
-    return problems + check_options(options)
+    return problems + check_options(options) + check_selection(names, options)
 
 
 # ── Planning (pure) ──────────────────────────────────────────────────────
@@ -335,16 +414,45 @@ def extra_env(step: Step) -> Dict[str, str]:
             for k, v in step.env.items()}
 
 
-def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path,
-               python: str) -> List[PlannedStep]:
+def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path, python: str,
+               default_launcher: Sequence[str] = ()) -> List[PlannedStep]:
     """Return the checked raw steps as planned steps, with their commands."""
     planned = []
     for position, (raw, name) in enumerate(zip(steps, names), start=1):
         step = Step(**raw)
         step.name = name
-        planned.append(PlannedStep(position, name, step, build_command(step, root, python),
-                                   log_file_name(position, name)))
+        command = build_command(step, root, python, default_launcher)
+        planned.append(PlannedStep(position, name, step, command, log_file_name(position, name)))
     return planned
+
+
+def select_steps(plan: List[PlannedStep], options: SchedulerOptions,
+                 start: int = 1) -> List[PlannedStep]:
+    """Return the steps the selection options keep, in order, from 1-based index start on."""
+    only = normalize_names(options.only)
+    skip = normalize_names(options.skip) or []
+    if isinstance(options.from_step, str):
+        start = max(start, next(p.index for p in plan if p.name == options.from_step))
+    elif isinstance(options.from_step, int):
+        start = max(start, options.from_step)
+    return [p for p in plan if p.index >= start and (only is None or p.name in only)
+            and p.name not in skip]
+
+
+def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
+                 ) -> Optional[int]:
+    """Return the 1-based index to resume at after a previous run; None if it succeeded.
+
+    That is the first step, matched by name, that failed, timed out, was interrupted,
+    was still running or was not reached; steps the previous run skipped are passed over.
+    """
+    if previous.get("status") == SUCCEEDED:
+        return None
+    before = {entry.get("name"): entry.get("status") for entry in previous.get("steps", [])}
+    for planned in plan:
+        if before.get(planned.name) not in (SUCCEEDED, SKIPPED):
+            return planned.index
+    return None
 
 
 # ── Argument rendering (pure) ────────────────────────────────────────────
@@ -631,17 +739,34 @@ def write_json_atomic(path: Path, data: Any) -> None:
 class RunRecord:
     """summary.json: the run and every step of the config, rewritten on each change."""
 
-    def __init__(self, run_dir: Path, plan: List[PlannedStep]) -> None:
+    def __init__(self, run_dir: Path, plan: List[PlannedStep], selected: List[PlannedStep],
+                 reused: Optional[Tuple[Path, Mapping[str, Any]]] = None,
+                 output_dir: Optional[Path] = None) -> None:
         self.path = run_dir / "summary.json"
+        chosen = {p.index for p in selected}
         self.data: Dict[str, Any] = {
             "status": RUNNING, "exit_code": None, "started": now_iso(), "finished": None,
+            # What ${hydra:runtime.output_dir} meant for the steps (a resumed run's origin).
+            "output_dir": str(output_dir or run_dir),
             "steps": [{
-                "index": p.index, "name": p.name, "command": p.command, "status": NOT_RUN,
+                "index": p.index, "name": p.name, "command": p.command,
+                "status": NOT_RUN if p.index in chosen else SKIPPED,
                 "exit_code": None, "attempts": 0, "started": None, "finished": None,
                 "duration_s": None, "log": p.log_name,
             } for p in plan],
         }
+        if reused:
+            self._reuse(*reused, first=min(chosen, default=len(plan) + 1))
         self.write()
+
+    def _reuse(self, previous_dir: Path, previous: Mapping[str, Any], first: int) -> None:
+        """Record the steps a resumed run starts after as the previous run's successes."""
+        before = {e.get("name"): e for e in previous.get("steps", [])}
+        for entry in self.data["steps"][:first - 1]:
+            old = before.get(entry["name"], {})
+            if old.get("status") == SUCCEEDED:
+                entry.update(status=SUCCEEDED, exit_code=0, attempts=0,
+                             reused_from=old.get("reused_from", str(previous_dir)))
 
     def step(self, planned: PlannedStep) -> Dict[str, Any]:
         entry: Dict[str, Any] = self.data["steps"][planned.index - 1]
@@ -828,10 +953,10 @@ class _signals_raise:
             signal.signal(sig, handler)
 
 
-def run_pipeline(pipeline: Pipeline, plan: List[PlannedStep]) -> int:
-    """Run the planned steps in order, apply the failure policy, record it; return exit code."""
-    record = RunRecord(pipeline.run_dir, plan)
-    pipeline.console.say(f"crude-link: {len(plan)} step(s); run folder {pipeline.run_dir}")
+def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep]) -> int:
+    """Run the selected steps in order, apply the failure policy, record it; return exit code."""
+    pipeline.console.say(f"crude-link: {len(plan)} step(s) to run; "
+                         f"run folder {pipeline.run_dir}")
     run_status, exit_code = SUCCEEDED, EXIT_OK
     position = 0
     try:
@@ -885,6 +1010,55 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
                          f"run folder: {pipeline.run_dir}", color, bold=True)
 
 
+# ── Lock, resume and dry run (I/O) ───────────────────────────────────────
+
+
+def acquire_lock(path: Path, run_dir: Path) -> Tuple[Optional[BinaryIO], str]:
+    """Take the root's run lock; return (the open lock file, "") or (None, who holds it).
+
+    flock belongs to the open file, so the lock dies with its process: no stale locks.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().decode("utf-8", errors="replace").strip()
+        handle.close()
+        return None, holder or "another crude-link run"
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}, started {now_iso()}, run folder {run_dir}\n".encode())
+    handle.flush()
+    return handle, ""
+
+
+def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """Return the folder and summary of the most recently started run under outputs/."""
+    folders = sorted((p.parent for p in outputs.glob("*/*/summary.json")),
+                     key=lambda d: (d.parent.name, d.name[:8]), reverse=True)
+    newest = [d for d in folders if (d.parent.name, d.name[:8])
+              == (folders[0].parent.name, folders[0].name[:8])] if folders else []
+    runs = []
+    for folder in newest:  # the newest second may hold several runs
+        with contextlib.suppress(OSError, ValueError):
+            runs.append((folder, json.loads((folder / "summary.json").read_text("utf-8"))))
+    return max(runs, key=lambda run: str(run[1].get("started")), default=None)
+
+
+def print_dry_run(selected: List[PlannedStep], root: Path, run_dir: Path,
+                  base_env: Mapping[str, str], total: int) -> None:
+    """Print each selected step's exact command (shell-quoted), cwd and extra env."""
+    print(f"crude-link: dry run, nothing is executed; {len(selected)} of {total} step(s) selected")
+    for planned in selected:
+        env = step_env(planned.step, base_env, run_dir, planned.index, planned.name)
+        extra = {k: v for k, v in env.items() if base_env.get(k) != v}
+        print(f"[{planned.index}/{total}] {planned.name}")
+        print(f"  cwd:     {shlex.quote(str(root))}")
+        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in extra.items())}")
+        print(f"  command: {shlex.join(planned.command)}")
+
+
 # ── Main ─────────────────────────────────────────────────────────────────
 
 
@@ -918,7 +1092,7 @@ def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
     return node
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
@@ -943,7 +1117,8 @@ def load_config(cfg: DictConfig, root: Path, python: str
     if problems:
         return [], SchedulerOptions(), problems
     names, _ = derive_names(steps, defaults)
-    return plan_steps(steps, names, root, python), SchedulerOptions(**(options or {})), []
+    chosen = SchedulerOptions(**(options or {}))
+    return plan_steps(steps, names, root, python, chosen.launcher or ()), chosen, []
 
 
 def _log_to_file_only() -> None:
@@ -956,24 +1131,130 @@ def _log_to_file_only() -> None:
 _job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
 
 
+@contextlib.contextmanager
+def _steps_output_dir(folder: Path) -> Iterator[None]:
+    """Let `${hydra:runtime.output_dir}` in the config mean folder while it is resolved."""
+    runtime = HydraConfig.get().runtime
+    saved = runtime.output_dir
+    with read_write(runtime):  # type: ignore[arg-type]
+        runtime.output_dir = str(folder)
+        try:
+            yield
+        finally:
+            runtime.output_dir = saved
+
+
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> None:
     _log_to_file_only()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    plan, options, problems = load_config(cfg, ROOT, sys.executable)
+    previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
+    # A resumed run continues the pipeline of the run it resumes: its steps read and write
+    # that run's files, so `${hydra:runtime.output_dir}` keeps meaning that run's folder.
+    steps_dir = Path(previous[1].get("output_dir") or previous[0]) if previous else run_dir
+    with _steps_output_dir(steps_dir):
+        plan, options, problems = load_config(cfg, ROOT, sys.executable)
     if problems:
         print_problems(problems)
         _job_exit_codes.append(EXIT_CONFIG_ERROR)
         return
+    _job_exit_codes.append(run_job(plan, options, run_dir, steps_dir, previous))
+
+
+def _wants_resume(cfg: DictConfig) -> bool:
+    with contextlib.suppress(OmegaConfBaseException):
+        return OmegaConf.select(cfg, "scheduler.resume", default=False) is True
+    return False
+
+
+def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, steps_dir: Path,
+            previous: Optional[Tuple[Path, Dict[str, Any]]]) -> int:
+    """Run one job (a run, or one multirun job) of a checked plan; return its exit code."""
+    selected = select_steps(plan, options)
+    if options.dry_run:
+        print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
+        return EXIT_OK
+    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir) if options.lock
+                    else (None, ""))
+    if holder:
+        print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
+                      f"Wait for it, or stop it first.", "red"), file=sys.stderr)
+        return EXIT_LOCKED
+    reused = previous
+    if options.resume:
+        if reused is None:
+            print_problems([f"scheduler.resume: there is no earlier run under {ROOT / 'outputs'} "
+                            "to resume"])
+            return EXIT_CONFIG_ERROR
+        start = resume_point(plan, reused[1])
+        if start is None:
+            Console().say(f"crude-link: the newest run ({reused[0]}) succeeded: nothing to resume",
+                          "green")
+            return EXIT_OK
+        selected = select_steps(plan, options, start)
+        Console().say(f"crude-link: resuming {reused[0]} at step {start} "
+                      f"'{plan[start - 1].name}'")
     stop = StopRequest()
     saved = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         pipeline = Pipeline(ROOT, run_dir, options, Console(), stop, os.environ,
                             interactive=sys.stdin.isatty(), echo=Echo(sys.stdout.fileno()))
-        _job_exit_codes.append(run_pipeline(pipeline, plan))
+        record = RunRecord(run_dir, plan, selected, reused, steps_dir)
+        return run_pipeline(pipeline, record, selected)
+    except Exception:
+        # A bug or an environment fault (disk full...), not a config error: say so plainly.
+        log.exception("crude-link stopped on an internal error")
+        print(f"crude-link: internal error, details in {run_dir / 'scheduler.log'}:\n"
+              f"  {_first_line(sys.exc_info()[1] or Exception())}", file=sys.stderr)
+        return EXIT_SOFTWARE
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+        if lock:
+            lock.close()
+
+
+def help_text() -> str:
+    """Return `--help`'s text, made from the schema so it lists every key."""
+    def rows(schema: Any, prefix: str = "") -> str:
+        width = max(len(prefix + f.name) for f in fields(schema)) + 2
+        return "\n".join(f"  {(prefix + f.name).ljust(width)}{f.metadata['help']}"
+                         for f in fields(schema))
+
+    return "\n".join([
+        "crude-link: run the steps listed in config.yaml (beside scheduler.py) one after",
+        "another, streaming each step's output live and into <run dir>/NN-<name>.log; on a",
+        "failure ask what to do (r retry, p rerun pipeline, s skip, a abort), or with no",
+        "terminal stop. Run folders: outputs/<date>/<time>-<pid>/ (summary.json, logs).",
+        "",
+        "Usage: python scheduler.py [KEY=VALUE ...] [--cfg job] [-m] [--config-name NAME]",
+        "  python scheduler.py                                   run the pipeline",
+        "  python scheduler.py steps.0.arguments.nr_images=10    override an argument",
+        "  python scheduler.py scheduler.on_failure=continue     a scheduler option",
+        "  python scheduler.py -m steps.0.arguments.nr_images=100,500   one run per value",
+        "  python scheduler.py --cfg job                         print the composed config",
+        "",
+        "Step keys (each item of steps:):",
+        rows(Step),
+        "",
+        "Scheduler options (scheduler: in config.yaml, or scheduler.KEY=VALUE):",
+        rows(SchedulerOptions),
+        "",
+        "Exit status: 0 every selected step succeeded (or dry run, nothing to resume);",
+        "  1-255 the first failed step's exit code (124 timeout, 128+N signal N);",
+        "  2 config error (all listed, no step run); 75 another run holds the lock;",
+        "  130 Ctrl-C; 143 SIGTERM; 70 crude-link itself failed.",
+        "",
+        "Hydra's own flags and help: python scheduler.py --hydra-help",
+    ])
+
+
+def register_help() -> str:
+    """Store crude-link's help as a Hydra help config; return the override selecting it."""
+    ConfigStore.instance().store(group="hydra/help", name="crude_link", node={
+        "app_name": "crude-link", "header": "", "footer": "",
+        "template": help_text().replace("$", "$$")})
+    return "hydra/help=crude_link"
 
 
 def default_overrides(argv: Sequence[str], root: Path, pid: int) -> List[str]:
@@ -988,6 +1269,11 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.argv[1:1] = default_overrides(sys.argv[1:], ROOT, os.getpid())
-    main()
+    sys.argv[1:1] = [register_help(), *default_overrides(sys.argv[1:], ROOT, os.getpid())]
+    try:
+        main()
+    except SystemExit as hydra_exit:
+        # Hydra reports its own errors (YAML syntax, a bad override, a missing config)
+        # in a message and exits 1: those are config errors found before any step ran.
+        sys.exit(EXIT_CONFIG_ERROR if hydra_exit.code == 1 else hydra_exit.code)
     sys.exit(next((code for code in _job_exit_codes if code), EXIT_OK))

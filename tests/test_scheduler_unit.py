@@ -88,7 +88,7 @@ def test_rendered_arguments_round_trip_through_from_cli(arguments: Dict[str, Any
        | st.floats(allow_nan=False, allow_infinity=False))
 def test_hydra_reads_rendered_values_the_same_where_quotes_agree(value: Any) -> None:
     text = scheduler.render_value(value)
-    if isinstance(value, str) and "'" in value and '"' in value:
+    if isinstance(value, str) and "'" in value and ('"' in value or "\\" in value):
         return  # only YAML's '' escape fits; OmegaConf.from_cli is the reference there
     if isinstance(value, str) and value.endswith("\\"):
         return  # Hydra reads a backslash before the closing quote as an escape
@@ -273,6 +273,95 @@ def test_resolve_section_reports_each_broken_interpolation() -> None:
     assert "'${nope}'" in problems[0]
 
 
+# ── Selection and resume ─────────────────────────────────────────────────
+
+NAMES = ["prep", "train", "validate", "deploy"]
+
+
+def make_plan(names: List[str] = NAMES) -> List[scheduler.PlannedStep]:
+    steps = [{"script": f"{n}.py"} for n in names]
+    return scheduler.plan_steps(steps, names, Path("/r"), "/py")
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, NAMES),
+    ({"from_step": "validate"}, ["validate", "deploy"]),
+    ({"from_step": 2}, ["train", "validate", "deploy"]),
+    ({"only": ["deploy", "prep"]}, ["prep", "deploy"]),
+    ({"only": "train"}, ["train"]),
+    ({"skip": ["train"]}, ["prep", "validate", "deploy"]),
+    ({"from_step": 2, "skip": "deploy"}, ["train", "validate"]),
+])
+def test_select_steps(options: Dict[str, Any], expected: List[str]) -> None:
+    selected = scheduler.select_steps(make_plan(), scheduler.SchedulerOptions(**options))
+    assert [p.name for p in selected] == expected
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"only": ["train", "tran"]}, ["scheduler: only names an unknown step 'tran' "
+                                   "(did you mean 'train'?)"]),
+    ({"skip": "zzz"}, ["scheduler: skip names an unknown step 'zzz'; "
+                       "steps: prep, train, validate, deploy"]),
+    ({"from_step": 5}, ["scheduler: from_step 5 is out of range: steps are numbered 1 to 4"]),
+    ({"from_step": 0}, ["scheduler: from_step 0 is out of range: steps are numbered 1 to 4"]),
+    ({"from_step": "valdate"}, ["scheduler: from_step names an unknown step 'valdate' "
+                                "(did you mean 'validate'?)"]),
+])
+def test_check_selection(options: Dict[str, Any], expected: List[str]) -> None:
+    assert scheduler.check_selection(NAMES, options) == expected
+
+
+@pytest.mark.parametrize("options, start", [
+    ({"from_step": True}, "scheduler: from_step must be a step name or a 1-based index"),
+    ({"only": [1]}, "scheduler: only must be a step name or a list of names"),
+    ({"from_step": 2, "resume": True}, "scheduler: from_step and resume=true"),
+    ({"dry_run": "yes"}, "scheduler: dry_run must be true or false, got 'yes'"),
+    ({"launcher": "srun"}, "scheduler: launcher must be a list of strings or null"),
+])
+def test_check_options_selection_types(options: Dict[str, Any], start: str) -> None:
+    problems = scheduler.check_options(options)
+    assert len(problems) == 1 and problems[0].startswith(start), problems
+
+
+def previous_run(status: str, *statuses: str) -> Dict[str, Any]:
+    return {"status": status,
+            "steps": [{"name": n, "status": st} for n, st in zip(NAMES, statuses)]}
+
+
+@pytest.mark.parametrize("previous, expected", [
+    (previous_run("succeeded", "succeeded", "succeeded", "succeeded", "succeeded"), None),
+    (previous_run("failed", "succeeded", "failed", "not_run", "not_run"), 2),
+    (previous_run("failed", "succeeded", "succeeded", "timed_out", "not_run"), 3),
+    (previous_run("interrupted", "succeeded", "interrupted", "not_run", "not_run"), 2),
+    (previous_run("running", "succeeded", "succeeded", "running", "not_run"), 3),
+    (previous_run("failed", "skipped", "succeeded", "succeeded", "failed"), 4),
+    (previous_run("aborted", "succeeded", "succeeded"), 3),  # the config grew since
+])
+def test_resume_point(previous: Dict[str, Any], expected: Any) -> None:
+    assert scheduler.resume_point(make_plan(), previous) == expected
+
+
+def test_find_latest_run_picks_the_newest_start(tmp_path: Path) -> None:
+    def run(day: str, folder: str, started: str) -> Path:
+        path = tmp_path / day / folder
+        path.mkdir(parents=True)
+        (path / "summary.json").write_text(f'{{"started": "{started}"}}')
+        return path
+    run("2026-11-23", "23-59-59-1", "2026-11-23T23:59:59.100+00:00")
+    newest = run("2026-11-24", "08-00-00-7", "2026-11-24T08:00:00.900+00:00")
+    run("2026-11-24", "08-00-00-12", "2026-11-24T08:00:00.200+00:00")  # same second, earlier
+    (tmp_path / "2026-11-24" / "09-00-00-3").mkdir()  # a dry run: no summary
+    found = scheduler.find_latest_run(tmp_path)
+    assert found is not None and found[0] == newest
+    assert scheduler.find_latest_run(tmp_path / "nothing") is None
+
+
+def test_help_lists_every_key() -> None:
+    text = scheduler.help_text()
+    for key in scheduler.STEP_KEYS | scheduler.OPTION_KEYS:
+        assert f"\n  {key} " in text, key
+
+
 # ── Dialog and messages ──────────────────────────────────────────────────
 
 
@@ -348,3 +437,23 @@ def test_default_overrides_leave_the_users_run_dir_alone() -> None:
 def test_importing_the_module_does_nothing() -> None:
     assert scheduler._job_exit_codes == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+# ── Documentation ────────────────────────────────────────────────────────
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("key", sorted(scheduler.STEP_KEYS))
+def test_readme_documents_every_step_key(key: str) -> None:
+    assert f"| `{key}` |" in README
+
+
+@pytest.mark.parametrize("key", sorted(scheduler.OPTION_KEYS))
+def test_readme_documents_every_scheduler_option(key: str) -> None:
+    assert f"| `{key}` |" in README
+
+
+def test_shipped_config_declares_every_scheduler_option() -> None:
+    shipped = OmegaConf.load(ROOT / "config.yaml")
+    assert set(shipped.scheduler) == scheduler.OPTION_KEYS
