@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -62,6 +63,9 @@ POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, si
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
 
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
+CRON_ACTIONS = ("print", "install", "remove")
+CRON_LOG = "cron.log"  # in <root>/outputs/
+LATEST_LINK = "latest"  # <root>/outputs/latest -> the newest run folder
 CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
 CHOICE_WORDS = {"retry": "retry", "pipeline": "pipeline", "rerun": "pipeline",
                 "skip": "skip", "abort": "abort"}
@@ -124,6 +128,13 @@ class SchedulerOptions:
         "seconds between SIGTERM and SIGKILL when a step is stopped"))
     launcher: Optional[List[str]] = field(default=None, metadata=_doc(
         "default launcher of every step: scheduler.launcher='[srun,-p,gpu]'"))
+    schedule: Optional[str] = field(default=None, metadata=_doc(
+        "five-field cron expression for cron=print|install: scheduler.schedule='0 10 * * 1'"))
+    cron: Optional[str] = field(default=None, metadata=_doc(
+        "print | install | remove this folder's crontab line, run no step: "
+        "scheduler.cron=install"))
+    quiet: bool = field(default=False, metadata=_doc(
+        "print nothing unless something fails (for cron mail): scheduler.quiet=true"))
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
@@ -271,9 +282,47 @@ def check_options(raw: Any) -> List[str]:
     if start is not None and (isinstance(start, bool) or not isinstance(start, (str, int))):
         problems.append(f"scheduler: from_step must be a step name or a 1-based index, "
                         f"got {start!r}")
+    cron = raw.get("cron")
+    if isinstance(cron, str) and cron not in CRON_ACTIONS:
+        problems.append(f"scheduler: cron must be one of {', '.join(CRON_ACTIONS)}, got {cron!r}")
+    schedule = raw.get("schedule")
+    if isinstance(schedule, str):
+        problems.extend(f"scheduler: schedule {problem}" for problem in check_schedule(schedule))
+    elif schedule is None and cron in ("print", "install"):
+        problems.append(f"scheduler: cron={cron} needs a schedule, e.g. "
+                        "scheduler.schedule='0 10 * * 1' (Mondays at 10:00)")
     if start is not None and raw.get("resume") is True:
         problems.append("scheduler: from_step and resume=true both say where to start; "
                         "set only one of them")
+    return problems
+
+
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_CRON_NAMES = {
+    "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
+
+
+def check_schedule(expression: str) -> List[str]:
+    """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
+    parts = expression.split()
+    if len(parts) != 5:
+        return [f"must have five fields (minute hour day-of-month month day-of-week), "
+                f"got {expression!r}"]
+    problems = []
+    for part, (what, low, high) in zip(parts, _CRON_FIELDS):
+        names = _CRON_NAMES.get(what, [])
+        if part.lower() in names:
+            continue
+        for item in part.split(","):
+            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
+            numbers = [int(n) for n in match.groups()[1:3] if n] if match else []
+            step = match.group(4) if match else None
+            if not match or any(not low <= n <= high for n in numbers) or step == "0":
+                problems.append(f"has an invalid {what} {item!r} in {expression!r} "
+                                f"(allowed: {low}-{high}, *, lists, ranges, /steps)")
     return problems
 
 
@@ -578,13 +627,19 @@ class Attempt:
     tail: bytes
 
 
-class Echo:
-    """The terminal side of a step's output; stops echoing if the terminal goes away."""
+class Terminal:
+    """What the user sees: fd 1, or with `quiet` a spool file shown only if something fails."""
 
-    def __init__(self, fd: Optional[int]) -> None:
+    def __init__(self, fd: Optional[int], quiet: bool = False) -> None:
         self.fd = fd
+        # A file, not memory: a quiet run may hold back gigabytes of step output.
+        self.spool: Optional[BinaryIO] = (
+            tempfile.TemporaryFile() if quiet else None)  # noqa: SIM115 - closed in reveal()
 
     def write(self, chunk: bytes) -> None:
+        if self.spool is not None:
+            self.spool.write(chunk)
+            return
         if self.fd is None:
             return
         try:
@@ -592,8 +647,18 @@ class Echo:
         except OSError:  # e.g. `| head` closed the pipe: keep running, keep logging
             self.fd = None
 
+    def reveal(self) -> None:
+        """Show everything held back so far, and from now on write straight through."""
+        spool, self.spool = self.spool, None
+        if spool is None:
+            return
+        spool.seek(0)
+        while chunk := spool.read(CHUNK_SIZE):
+            self.write(chunk)
+        spool.close()
 
-def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int, echo: Echo,
+
+def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int, terminal: Terminal,
                 timeout: Optional[float], kill_grace: float, stop: StopRequest) -> Attempt:
     """Run a command once in its own process group, copying its output; return the outcome."""
     started = time.monotonic()
@@ -605,7 +670,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     except OSError as error:
         message = f"crude-link: cannot start {command[0]!r}: {error.strerror}\n".encode()
         write_all(log_fd, message)
-        echo.write(message)
+        terminal.write(message)
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
         return Attempt(code, False, time.monotonic() - started, message)
     stop.group = proc.pid
@@ -635,7 +700,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                     chunk = os.read(out, CHUNK_SIZE)
                     if chunk:
                         write_all(log_fd, chunk)
-                        echo.write(chunk)
+                        terminal.write(chunk)
                         tail = (tail + chunk)[-TAIL_BYTES:]
                         continue
                     pipe_open = False
@@ -802,17 +867,21 @@ class RunRecord:
 class Console:
     """The scheduler's own messages: coloured on the terminal, plain in Hydra's log file."""
 
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+
     def say(self, text: str, color: Optional[str] = None, bold: bool = False) -> None:
         log.info(text)
-        attrs = ["bold"] if bold else None
-        print(colored(text, color, attrs=attrs) if color or bold else text, flush=True)
+        self._show(colored(text, color, attrs=["bold"] if bold else None))
 
     def warn(self, lines: Sequence[str]) -> None:
-        for line in lines:
-            log.warning(line)
         for index, line in enumerate(lines):
-            style = ("red", ["bold"]) if index == 0 else ("red", None)
-            print(colored(line, style[0], attrs=style[1]), flush=True)
+            log.warning(line)
+            self._show(colored(line, "red", attrs=["bold"] if index == 0 else None))
+
+    def _show(self, text: str) -> None:
+        sys.stdout.flush()  # anything print()ed before must come first
+        self.terminal.write(text.encode("utf-8", errors="replace") + b"\n")
 
 
 def format_duration(seconds: Optional[float]) -> str:
@@ -847,8 +916,11 @@ class Pipeline:
     stop: StopRequest
     base_env: Mapping[str, str]
     interactive: bool
-    echo: Echo
     ask: Callable[[str], str] = input
+
+    @property
+    def terminal(self) -> Terminal:
+        return self.console.terminal
 
 
 def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
@@ -874,7 +946,7 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
                 separator = b"\n" + separator
             write_all(log_file.fileno(), separator)
             attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
-                                  pipeline.echo, step.timeout, pipeline.options.kill_grace,
+                                  pipeline.terminal, step.timeout, pipeline.options.kill_grace,
                                   pipeline.stop)
             status = (SUCCEEDED if attempt.exit_code == 0 else
                       TIMED_OUT if attempt.timed_out else FAILED)
@@ -899,6 +971,7 @@ def _ends_with_newline(fd: int) -> bool:
 
 def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) -> None:
     """Print the highlighted failure warning: step, how it ended, duration, log, last lines."""
+    pipeline.terminal.reveal()  # quiet runs show everything once something fails
     lines = [
         f"✗ step {planned.index} '{planned.name}' failed: "
         f"{describe_exit(attempt, planned.step.timeout)} after {format_duration(attempt.duration)}",
@@ -994,6 +1067,8 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
             exit_code = failed[0]["exit_code"]
             run_status = FAILED if run_status == SUCCEEDED else run_status
     record.finish(run_status, exit_code)
+    if exit_code != EXIT_OK:
+        pipeline.terminal.reveal()
     print_report(pipeline, record)
     return exit_code
 
@@ -1057,6 +1132,103 @@ def print_dry_run(selected: List[PlannedStep], root: Path, run_dir: Path,
         print(f"  cwd:     {shlex.quote(str(root))}")
         print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in extra.items())}")
         print(f"  command: {shlex.join(planned.command)}")
+
+
+def link_latest(outputs: Path, run_dir: Path) -> None:
+    """Point outputs/latest at run_dir (a relative symlink), replacing it atomically."""
+    temporary = outputs / f".{LATEST_LINK}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        os.symlink(os.path.relpath(run_dir, outputs), temporary)
+        os.replace(temporary, outputs / LATEST_LINK)
+    except OSError as error:  # e.g. a real folder named latest: never worth failing a run
+        log.warning("could not update %s: %s", outputs / LATEST_LINK, error)
+
+
+# ── Cron ─────────────────────────────────────────────────────────────────
+
+
+def cron_entry(schedule: str, python: str, root: Path, config_dir: Optional[str],
+               config_name: str, overrides: Sequence[str], quiet: bool = False
+               ) -> Tuple[str, str]:
+    """Return this installation's crontab line and the tag comment that ends it.
+
+    The command uses absolute paths (cron's PATH and cwd are not the user's), repeats the
+    config and every override except scheduler.cron, and appends its output to cron.log.
+    With quiet, the output also goes to cron, which mails it: quiet prints only failures.
+    """
+    argv = [python, str(root / "scheduler.py")]
+    if config_dir:
+        argv += ["--config-dir", config_dir]
+    if config_name != "config":
+        argv += ["--config-name", config_name]
+    argv += [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "scheduler.cron"]
+    tag = f"# crude-link: {root} config={config_name}"
+    if config_dir:
+        tag += f" dir={config_dir}"
+    cron_log = shlex.quote(str(root / "outputs" / CRON_LOG))
+    command = (f"{shlex.join(argv)} 2>&1 | tee -a {cron_log}" if quiet
+               else f"{shlex.join(argv)} >> {cron_log} 2>&1")
+    # crontab turns an unescaped % into a newline, even inside quotes.
+    return f"{schedule} {command} {tag}".replace("%", "\\%"), tag.replace("%", "\\%")
+
+
+def edit_crontab(table: bytes, tag: str, line: Optional[str]) -> bytes:
+    """Return the crontab without the lines ending in tag, plus line if given."""
+    marker = tag.encode()
+    kept = [row for row in table.splitlines(keepends=True)
+            if not row.rstrip(b"\r\n").endswith(marker)]
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += b"\n"
+    return b"".join(kept) + (line.encode() + b"\n" if line else b"")
+
+
+class CrontabError(Exception):
+    """The crontab command is missing, or refused to read or write the table."""
+
+
+def _crontab(*args: str, table: Optional[bytes] = None) -> bytes:
+    """Run the crontab command; return its output or raise CrontabError with its message."""
+    try:
+        done = subprocess.run(["crontab", *args], input=table, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CrontabError(f"cannot run crontab ({error}); is cron installed?") from error
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", errors="replace").strip()
+        if args == ("-l",) and "no crontab" in message:
+            return b""
+        raise CrontabError(message or f"crontab {' '.join(args)} exited {done.returncode}")
+    return done.stdout
+
+
+def run_cron_action(action: str, line: str, tag: str) -> int:
+    """Print, install or remove this folder's crontab line; return the exit code."""
+    if action == "print":
+        print(line)
+        return EXIT_OK
+    try:
+        before = _crontab("-l")
+        after = edit_crontab(before, tag, line if action == "install" else None)
+        if after != before:
+            (ROOT / "outputs").mkdir(parents=True, exist_ok=True)  # for cron.log's >>
+            _crontab("-", table=after)
+    except CrontabError as error:
+        print_problems([f"scheduler.cron={action}: crontab left unchanged: {error}"])
+        return EXIT_CONFIG_ERROR
+    if action == "install":
+        print(f"crude-link: installed in your crontab:\n{line}")
+    else:
+        removed = len(before.splitlines()) - len(after.splitlines())
+        print(f"crude-link: removed {removed} crontab line(s) tagged '{tag}'")
+    return EXIT_OK
+
+
+def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
+    """Return the --config-dir (or None), config name and overrides this run was given."""
+    config_dir = next((source.path for source in hydra_cfg.runtime.config_sources
+                       if source.provider == "command-line"), None)
+    return config_dir, hydra_cfg.job.config_name, list(hydra_cfg.overrides.task)
 
 
 # ── Main ─────────────────────────────────────────────────────────────────
@@ -1158,6 +1330,11 @@ def main(cfg: DictConfig) -> None:
         print_problems(problems)
         _job_exit_codes.append(EXIT_CONFIG_ERROR)
         return
+    if options.cron:
+        line, tag = cron_entry(options.schedule or "", sys.executable, ROOT,
+                               *cron_invocation(HydraConfig.get()), quiet=options.quiet)
+        _job_exit_codes.append(run_cron_action(options.cron, line, tag))
+        return
     _job_exit_codes.append(run_job(plan, options, run_dir, steps_dir, previous))
 
 
@@ -1180,6 +1357,7 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
                       f"Wait for it, or stop it first.", "red"), file=sys.stderr)
         return EXIT_LOCKED
+    console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     reused = previous
     if options.resume:
         if reused is None:
@@ -1188,17 +1366,17 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
             return EXIT_CONFIG_ERROR
         start = resume_point(plan, reused[1])
         if start is None:
-            Console().say(f"crude-link: the newest run ({reused[0]}) succeeded: nothing to resume",
-                          "green")
+            console.say(f"crude-link: the newest run ({reused[0]}) succeeded: nothing to resume",
+                        "green")
             return EXIT_OK
         selected = select_steps(plan, options, start)
-        Console().say(f"crude-link: resuming {reused[0]} at step {start} "
-                      f"'{plan[start - 1].name}'")
+        console.say(f"crude-link: resuming {reused[0]} at step {start} '{plan[start - 1].name}'")
     stop = StopRequest()
     saved = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pipeline = Pipeline(ROOT, run_dir, options, Console(), stop, os.environ,
-                            interactive=sys.stdin.isatty(), echo=Echo(sys.stdout.fileno()))
+        pipeline = Pipeline(ROOT, run_dir, options, console, stop, os.environ,
+                            interactive=sys.stdin.isatty())
+        link_latest(ROOT / "outputs", run_dir)
         record = RunRecord(run_dir, plan, selected, reused, steps_dir)
         return run_pipeline(pipeline, record, selected)
     except Exception:

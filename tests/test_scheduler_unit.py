@@ -362,6 +362,53 @@ def test_help_lists_every_key() -> None:
         assert f"\n  {key} " in text, key
 
 
+# ── Cron ─────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("expression, ok", [
+    ("0 10 * * 1", True), ("*/5 * * * *", True), ("0 10 * * mon", True),
+    ("1-5/2,7 0 1 jan sun", True), ("0 0 1 1 7", True),
+    ("0 24 * * *", False), ("0 10 * *", False), ("x * * * *", False), ("*/0 * * * *", False),
+    ("0 10 * * 1 extra", False), ("0 0 0 * *", False),
+])
+def test_check_schedule(expression: str, ok: bool) -> None:
+    assert (scheduler.check_schedule(expression) == []) is ok
+
+
+def test_cron_entry_uses_absolute_paths_quotes_and_escapes_percent() -> None:
+    line, tag = scheduler.cron_entry(
+        "0 10 * * 1", "/venv/bin/python", Path("/srv/my proj"), None, "config",
+        ["scheduler.cron=install", "steps.0.arguments.day=${now:%d}", "+x='a b'"])
+    assert tag == "# crude-link: /srv/my proj config=config"
+    assert line == (
+        "0 10 * * 1 /venv/bin/python '/srv/my proj/scheduler.py' "
+        "'steps.0.arguments.day=${now:\\%d}' '+x='\"'\"'a b'\"'\"'' "
+        ">> '/srv/my proj/outputs/cron.log' 2>&1 # crude-link: /srv/my proj config=config")
+
+
+def test_cron_entry_names_another_config_and_lets_cron_mail_quiet_runs() -> None:
+    line, tag = scheduler.cron_entry("* * * * *", "/py", Path("/r"), "/etc/pipes", "nightly",
+                                     [], quiet=True)
+    assert line == ("* * * * * /py /r/scheduler.py --config-dir /etc/pipes --config-name nightly"
+                    " 2>&1 | tee -a /r/outputs/cron.log"
+                    " # crude-link: /r config=nightly dir=/etc/pipes")
+    assert tag == "# crude-link: /r config=nightly dir=/etc/pipes"
+
+
+def test_edit_crontab_replaces_only_its_own_line_and_keeps_the_rest() -> None:
+    tag = "# crude-link: /r config=config"
+    table = (b"MAILTO=me\n# keep me\r\n5 * * * * backup  # crude-link: /other config=config\n"
+             b"0 1 * * * old " + tag.encode() + b"\n@reboot x")
+    new = scheduler.edit_crontab(table, tag, "* * * * * new " + tag)
+    assert new == (b"MAILTO=me\n# keep me\r\n5 * * * * backup  # crude-link: /other "
+                   b"config=config\n@reboot x\n* * * * * new " + tag.encode() + b"\n")
+    assert scheduler.edit_crontab(new, tag, "* * * * * new " + tag) == new  # idempotent
+    assert scheduler.edit_crontab(new, tag, None) == (
+        b"MAILTO=me\n# keep me\r\n5 * * * * backup  # crude-link: /other config=config\n"
+        b"@reboot x\n")
+    assert scheduler.edit_crontab(b"", tag, None) == b""
+
+
 # ── Dialog and messages ──────────────────────────────────────────────────
 
 
