@@ -794,10 +794,10 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to path through a temporary file, so readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to path through a temporary file, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -822,6 +822,9 @@ class RunRecord:
         }
         if reused:
             self._reuse(*reused, first=min(chosen, default=len(plan) + 1))
+        # One JSON line per step, re-encoded only when that step changes: rewriting the
+        # file stays cheap however many steps there are.
+        self._lines = [json.dumps(entry) for entry in self.data["steps"]]
         self.write()
 
     def _reuse(self, previous_dir: Path, previous: Mapping[str, Any], first: int) -> None:
@@ -843,7 +846,7 @@ class RunRecord:
             entry["started"] = now_iso()
         entry.update(status=RUNNING, attempts=entry["attempts"] + 1, exit_code=None,
                      finished=None)
-        self.write()
+        self.write(planned.index)
 
     def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str) -> None:
         entry = self.step(planned)
@@ -851,14 +854,19 @@ class RunRecord:
         duration = (entry["duration_s"] or 0.0) + attempt.duration
         entry.update(status=status, exit_code=attempt.exit_code, finished=now_iso(),
                      duration_s=round(duration, 3))
-        self.write()
+        self.write(planned.index)
 
     def finish(self, status: str, exit_code: int) -> None:
         self.data.update(status=status, exit_code=exit_code, finished=now_iso())
         self.write()
 
-    def write(self) -> None:
-        write_json_atomic(self.path, self.data)
+    def write(self, changed: Optional[int] = None) -> None:
+        """Rewrite summary.json; changed is the 1-based index of the step that changed."""
+        if changed is not None:
+            self._lines[changed - 1] = json.dumps(self.data["steps"][changed - 1])
+        head = json.dumps({k: v for k, v in self.data.items() if k != "steps"}, indent=1)
+        steps = ",\n  ".join(self._lines)
+        write_text_atomic(self.path, f'{head[:-2]},\n "steps": [\n  {steps}\n ]\n}}\n')
 
 
 # ── Pipeline ─────────────────────────────────────────────────────────────
