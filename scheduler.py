@@ -647,6 +647,12 @@ class Terminal:
         except OSError:  # e.g. `| head` closed the pipe: keep running, keep logging
             self.fd = None
 
+    def close(self) -> None:
+        """Drop what a quiet run held back (nothing failed, so nothing is shown)."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
     def reveal(self) -> None:
         """Show everything held back so far, and from now on write straight through."""
         spool, self.spool = self.spool, None
@@ -676,55 +682,69 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     stop.group = proc.pid
     assert proc.stdout is not None
     out = proc.stdout.fileno()
+    exit_fd = _open_pidfd(proc.pid)  # readable once the step exits: no polling for it
+    watch = [out] if exit_fd is None else [out, exit_fd]
     deadline = started + timeout if timeout else math.inf
     kill_at = math.inf
-    timed_out, pipe_open = False, True
+    timed_out = exited = False
     try:
         while True:
             now = time.monotonic()
-            if now >= deadline and not timed_out:
+            if now >= deadline and not timed_out and not exited:
                 timed_out = True
                 signal_group(proc.pid, signal.SIGTERM)
                 kill_at = now + kill_grace
-            if stop.signum is not None and kill_at == math.inf:
+            if stop.signum is not None and kill_at == math.inf and not exited:
                 if stop.forwarded_to != proc.pid:  # arrived before the group was known
                     signal_group(proc.pid, stop.signum)
                 kill_at = stop.at + kill_grace
-            if now >= kill_at:
+            if now >= kill_at and not exited:
                 signal_group(proc.pid, signal.SIGKILL)
                 kill_at = math.nan  # killed once; never again
             wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
-            if pipe_open:
-                ready, _, _ = select.select([out], [], [], wait)
-                if ready:
-                    chunk = os.read(out, CHUNK_SIZE)
-                    if chunk:
-                        write_all(log_fd, chunk)
-                        terminal.write(chunk)
-                        tail = (tail + chunk)[-TAIL_BYTES:]
-                        continue
-                    pipe_open = False
-                # Silence: the step may have exited while a leftover child holds the pipe.
-                if proc.poll() is not None:
-                    break
-            else:
-                try:
+            ready = select.select(watch, [], [], wait)[0] if watch else []
+            if out in ready:
+                chunk = os.read(out, CHUNK_SIZE)
+                if chunk:
+                    write_all(log_fd, chunk)
+                    terminal.write(chunk)
+                    tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
+                        tail + chunk)[-TAIL_BYTES:]
+                    continue
+                watch.remove(out)
+            if not exited and proc.poll() is not None:
+                exited = True
+                if exit_fd in watch:
+                    watch.remove(exit_fd)
+            # Done at end of output, or when a leftover child of the step holds the pipe
+            # open but has been silent for a moment after the step itself exited.
+            if exited and (out not in watch or not ready):
+                break
+            if not watch:  # output closed and no pidfd: wait for the exit the slow way
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
     except BaseException:  # as subprocess.run does: never leave the step behind
         signal_group(proc.pid, signal.SIGKILL)
         raise
     finally:
         stop.group = None
         proc.stdout.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
         proc.wait()
     code = proc.returncode
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
     if timed_out:
         code = EXIT_TIMEOUT
     return Attempt(code, timed_out, time.monotonic() - started, tail)
+
+
+def _open_pidfd(pid: int) -> Optional[int]:
+    """Return a file descriptor that becomes readable when pid exits (Linux), else None."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,no-any-return,unused-ignore]
+    except (AttributeError, OSError):
+        return None
 
 
 def sleep_unless_stopped(seconds: float, stop: StopRequest) -> None:
@@ -1178,8 +1198,12 @@ def cron_entry(schedule: str, python: str, root: Path, config_dir: Optional[str]
     cron_log = shlex.quote(str(root / "outputs" / CRON_LOG))
     command = (f"{shlex.join(argv)} 2>&1 | tee -a {cron_log}" if quiet
                else f"{shlex.join(argv)} >> {cron_log} 2>&1")
-    # crontab turns an unescaped % into a newline, even inside quotes.
-    return f"{schedule} {command} {tag}".replace("%", "\\%"), tag.replace("%", "\\%")
+    return _cron_escape(f"{schedule} {command} {tag}"), _cron_escape(tag)
+
+
+def _cron_escape(text: str) -> str:
+    """Return text as cron must see it: cron reads % as a newline and a backslash as an escape."""
+    return text.replace("\\", "\\\\").replace("%", "\\%")
 
 
 def edit_crontab(table: bytes, tag: str, line: Optional[str]) -> bytes:
@@ -1366,38 +1390,47 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
                       f"Wait for it, or stop it first.", "red"), file=sys.stderr)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
-    reused = previous
-    if options.resume:
-        if reused is None:
-            print_problems([f"scheduler.resume: there is no earlier run under {ROOT / 'outputs'} "
-                            "to resume"])
-            return EXIT_CONFIG_ERROR
-        start = resume_point(plan, reused[1])
-        if start is None:
-            console.say(f"crude-link: the newest run ({reused[0]}) succeeded: nothing to resume",
-                        "green")
-            return EXIT_OK
-        selected = select_steps(plan, options, start)
-        console.say(f"crude-link: resuming {reused[0]} at step {start} '{plan[start - 1].name}'")
-    stop = StopRequest()
-    saved = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pipeline = Pipeline(ROOT, run_dir, options, console, stop, os.environ,
+        if options.resume:
+            if previous is None:
+                print_problems([f"scheduler.resume: there is no earlier run under "
+                                f"{ROOT / 'outputs'} to resume"])
+                return EXIT_CONFIG_ERROR
+            start = resume_point(plan, previous[1])
+            if start is None:
+                console.say(f"crude-link: the newest run ({previous[0]}) succeeded: "
+                            "nothing to resume", "green")
+                return EXIT_OK
+            selected = select_steps(plan, options, start)
+            console.say(f"crude-link: resuming {previous[0]} at step {start} "
+                        f"'{plan[start - 1].name}'")
+        pipeline = Pipeline(ROOT, run_dir, options, console, StopRequest(), os.environ,
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
-        record = RunRecord(run_dir, plan, selected, reused, steps_dir)
+        record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
+                           steps_dir)
+        return run_guarded(pipeline, record, selected)
+    finally:
+        console.terminal.close()
+        if lock:
+            lock.close()
+
+
+def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
+    """Run the pipeline with SIGINT/SIGTERM passed on to steps; return its exit code."""
+    saved = {sig: signal.signal(sig, pipeline.stop.handle)
+             for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         return run_pipeline(pipeline, record, selected)
     except Exception:
         # A bug or an environment fault (disk full...), not a config error: say so plainly.
         log.exception("crude-link stopped on an internal error")
-        print(f"crude-link: internal error, details in {run_dir / 'scheduler.log'}:\n"
+        print(f"crude-link: internal error, details in {pipeline.run_dir / 'scheduler.log'}:\n"
               f"  {_first_line(sys.exc_info()[1] or Exception())}", file=sys.stderr)
         return EXIT_SOFTWARE
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-        if lock:
-            lock.close()
 
 
 def help_text() -> str:
@@ -1454,8 +1487,36 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int) -> List[str]:
     return overrides
 
 
+# Hydra's flags that take a value; its --info takes one optionally.
+_VALUE_FLAGS = frozenset(["--cfg", "-c", "--package", "-p", "--config-path", "-cp",
+                          "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"])
+_INFO_CHOICES = frozenset(["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
+
+
+def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
+    """Return Hydra's argv with extra overrides placed beside the user's own.
+
+    argparse reads overrides as one block of positionals: put anywhere else (before -m,
+    say), they would make Hydra reject the command line.
+    """
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in _VALUE_FLAGS or (arg in ("--info", "-i") and index + 1 < len(argv)
+                                   and argv[index + 1] in _INFO_CHOICES):
+            index += 2
+        elif arg.startswith("-"):
+            index += 1
+        else:
+            return argv[:index] + extra + argv[index:]
+    if argv and argv[-1] in ("--info", "-i"):  # its optional value must not be ours
+        return argv[:-1] + extra + argv[-1:]
+    return argv + extra
+
+
 if __name__ == "__main__":
-    sys.argv[1:1] = [register_help(), *default_overrides(sys.argv[1:], ROOT, os.getpid())]
+    sys.argv[1:] = with_overrides(sys.argv[1:], [
+        register_help(), *default_overrides(sys.argv[1:], ROOT, os.getpid())])
     try:
         main()
     except SystemExit as hydra_exit:

@@ -481,6 +481,21 @@ def test_default_overrides_leave_the_users_run_dir_alone() -> None:
         "hydra.sweep.dir='/r/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-1'"]
 
 
+@pytest.mark.parametrize("argv, expected", [
+    ([], ["X"]),
+    (["-m", "a=1,2"], ["-m", "X", "a=1,2"]),
+    (["a=1", "-m", "b=2"], ["X", "a=1", "-m", "b=2"]),
+    (["--config-name", "nightly", "--cfg", "job"], ["--config-name", "nightly", "--cfg", "job",
+                                                    "X"]),
+    (["-cd", "/etc/x", "a=1"], ["-cd", "/etc/x", "X", "a=1"]),
+    (["--info"], ["X", "--info"]),
+    (["--info", "searchpath", "a=1"], ["--info", "searchpath", "X", "a=1"]),
+])
+def test_with_overrides_keeps_overrides_in_one_block(argv: List[str],
+                                                     expected: List[str]) -> None:
+    assert scheduler.with_overrides(argv, ["X"]) == expected
+
+
 def test_importing_the_module_does_nothing() -> None:
     assert scheduler._job_exit_codes == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
