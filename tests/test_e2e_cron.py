@@ -1,0 +1,923 @@
+"""End to end: cron=print|install|remove, quiet runs, outputs/latest (README "Running from cron").
+
+The tests that touch the crontab go through the real `crontab` command and put the user's
+table back exactly as it was (`user_crontab`). The lines they install use a schedule that
+never fires (February 31st), except the one test that runs a real cron daemon.
+"""
+
+import contextlib
+import fcntl
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from conftest import cron_env, load_json, load_summary, run_folder, run_scheduler
+
+pytestmark = pytest.mark.e2e
+
+NEVER = "0 0 31 2 *"  # valid, and never due: a running cron daemon will not fire it
+NEVER_EITHER = "0 0 30 2 *"
+CRON_DAEMON_WAIT = 75  # seconds for cron to start an entry installed early in a minute
+
+# Records what its step sees, in $CRUDE_LINK_RUN_DIR/probe.json: arguments, environment,
+# terminal, the processes above it, and what <root>/outputs/latest points at.
+PROBE = '''\
+import json
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def ancestors():
+    """Return [{pid, name, tty_nr}] from the parent of this process up to pid 1."""
+    chain = []
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        rest = stat[stat.rindex(")") + 2 :].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        chain.append({"pid": pid, "name": name, "tty_nr": int(rest[4])})
+        pid = int(rest[1])
+    return chain
+
+
+def main():
+    latest = Path("outputs") / "latest"
+    try:
+        parent_stdin = os.readlink(f"/proc/{os.getppid()}/fd/0")
+    except OSError as error:
+        parent_stdin = str(error)
+    summary = latest / "summary.json"
+    seen = {
+        "args": OmegaConf.to_container(OmegaConf.from_cli()),
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "stdin_isatty": os.isatty(0),
+        "parent_stdin": parent_stdin,
+        "ancestors": ancestors(),
+        "latest_link": os.readlink(latest) if latest.is_symlink() else None,
+        "latest_resolved": str(latest.resolve()) if latest.is_symlink() else None,
+        "latest_summary": json.loads(summary.read_text()) if summary.exists() else None,
+    }
+    out = Path(os.environ["CRUDE_LINK_RUN_DIR"]) / "probe.json"
+    out.write_text(json.dumps(seen, indent=2))
+    print("probe: recorded what it saw")
+
+
+main()
+'''
+
+PIPELINE = """\
+steps:
+  - script: tasks/probe.py
+  - script: tasks/fate.py
+    arguments: {print: second step here}
+scheduler:
+  on_failure: ask
+  dry_run: false
+  schedule: null
+  cron: null
+  quiet: false
+"""
+
+# Another config for the same folder: --config-name other.
+OTHER_CONFIG = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {print: from the other config}
+scheduler:
+  schedule: null
+  cron: null
+"""
+
+# Step 1 prints on stdout and stderr, step 2 fails with exit code 3, step 3 is ordinary.
+FAILING = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {print: first step ok, stderr: first step warns, lines: 3}
+  - script: tasks/fate.py
+    arguments: {print: second step out, stderr: second step err, exit_code: 3}
+  - script: tasks/fate.py
+    arguments: {print: third step}
+scheduler:
+  on_failure: ask
+  quiet: false
+  schedule: null
+  cron: null
+"""
+
+DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b|\b\d+m\d\ds\b")
+
+
+def project_with_probe(make_project: Any, config: str = PIPELINE) -> Path:
+    """Return a temp project with tasks/probe.py and tasks/fate.py."""
+    project: Path = make_project(config, {"probe.py": PROBE})
+    return project
+
+
+def tag_of(project: Path, config: str = "config") -> str:
+    return f"# crude-link: {project.resolve()} config={config}"
+
+
+def other_lines(project: Path) -> bytes:
+    """Return a user's crontab lines that crude-link must keep byte for byte."""
+    return (
+        b'MAILTO=""\n'
+        b"# my own jobs, not crude-link's\n"
+        b"0 0 31 2 * /bin/true  # never: Feb 31\t \n"
+        b"\n"
+        b"0 0 30 2 * echo caf\xc3\xa9 \\% done\n"
+        b"0 0 31 2 * /usr/bin/python3 /elsewhere/scheduler.py >> /elsewhere/outputs/cron.log"
+        b" 2>&1 # crude-link: /elsewhere config=config\n"
+        # Holds this folder's tag, but not at the end: not crude-link's line.
+        + f"# note: '{tag_of(project)}' marks crude-link's line\n".encode()
+    )
+
+
+# ── The user's crontab ───────────────────────────────────────────────────
+
+
+def read_crontab() -> Optional[bytes]:
+    """Return the user's crontab (crontab -l), or None when there is none."""
+    done = subprocess.run(["crontab", "-l"], capture_output=True, timeout=30)
+    if done.returncode == 0:
+        return done.stdout
+    assert b"no crontab" in done.stderr, f"crontab -l failed: {done.stderr!r}"
+    return None
+
+
+def write_crontab(table: Optional[bytes]) -> None:
+    """Install table as the user's crontab; None means remove the crontab."""
+    if table is None:
+        if read_crontab() is not None:
+            subprocess.run(["crontab", "-r"], check=True, capture_output=True, timeout=30)
+        return
+    subprocess.run(["crontab", "-"], input=table, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def user_crontab() -> Iterator[Optional[bytes]]:
+    """Yield the user's crontab (None: none), and put it back exactly afterwards."""
+    if shutil.which("crontab") is None:
+        pytest.skip("no crontab command here (Debian: apt-get install cron)")
+    done = subprocess.run(["crontab", "-l"], capture_output=True, timeout=30)
+    if done.returncode != 0 and b"no crontab" not in done.stderr:
+        pytest.skip(f"crontab -l does not work here: {done.stderr.decode(errors='replace')}")
+    saved = done.stdout if done.returncode == 0 else None
+    try:
+        yield saved
+    finally:
+        write_crontab(saved)
+        assert read_crontab() == saved, "the user's crontab was not restored"
+
+
+def tagged(table: Optional[bytes], tag: str) -> List[bytes]:
+    """Return the lines of a crontab that end with tag."""
+    return [row for row in (table or b"").splitlines() if row.endswith(tag.encode())]
+
+
+@pytest.fixture
+def fake_crontab(tmp_path: Path) -> Callable[[str], Tuple[Dict[str, str], Path]]:
+    """Return a function giving (env, calls file) with a stand-in `crontab` first on PATH.
+
+    mode "spy" passes every call on to the real crontab; "refuse-write" reads the real
+    table but refuses to install one; "refuse-read" fails to list the table. Each call's
+    arguments are appended to the calls file.
+    """
+    real = shutil.which("crontab") or "/usr/bin/crontab"
+
+    def make(mode: str) -> Tuple[Dict[str, str], Path]:
+        folder = tmp_path / f"fake-{mode}"
+        folder.mkdir()
+        calls = folder / "calls"
+        calls.write_text("")
+        script = folder / "crontab"
+        script.write_text(
+            "#!/bin/sh\n"
+            f'echo "$*" >> {shlex.quote(str(calls))}\n'
+            f'if [ {mode} = spy ]; then exec {shlex.quote(real)} "$@"; fi\n'
+            f'if [ {mode} = refuse-write ] && [ "$1" = -l ]; then exec {shlex.quote(real)} -l; fi\n'
+            "cat > /dev/null\n"
+            f"echo 'crontab: refused by the test stand-in ({mode})' >&2\n"
+            "exit 1\n"
+        )
+        script.chmod(0o755)
+        env = {**os.environ, "NO_COLOR": "1", "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+        return env, calls
+
+    return make
+
+
+def calls_of(calls: Path) -> List[str]:
+    return calls.read_text().splitlines()
+
+
+# ── Running a crontab line the way cron does ─────────────────────────────
+
+
+def cron_command(line: str) -> Tuple[str, bytes]:
+    """Return the shell command of a crontab line and its stdin, as Debian's cron makes them.
+
+    After the five time fields cron turns `\\%` into `%` and `\\\\` into `\\`; an unescaped
+    `%` ends the command, and the rest (each % a newline) is its stdin. (Checked against
+    cron 3.0pl1's daemon: printf '%s' 'a\\\\b' prints a\\b; '50\\%' prints 50%.)
+    """
+    command = line.split(None, 5)[5]
+    out: List[str] = []
+    escaped = False
+    for position, char in enumerate(command):
+        if escaped:
+            out.append(char if char in "%\\" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            return "".join(out), command[position + 1 :].replace("%", "\n").encode()
+        else:
+            out.append(char)
+    return "".join(out) + ("\\" if escaped else ""), b""
+
+
+def run_like_cron(line: str, home: Path) -> "subprocess.CompletedProcess[bytes]":
+    """Run a crontab line's command as cron would: /bin/sh -c, cron's environment, in HOME."""
+    command, stdin = cron_command(line)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    env = {**cron_env(home), "SHELL": "/bin/sh", "LOGNAME": user}
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=home,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def line_words(line: str) -> List[str]:
+    """Return the words of a crontab line's command as the shell splits them, tag dropped."""
+    return shlex.split(cron_command(line)[0], comments=True)
+
+
+def printed_line(project: Path, *overrides: str, **kwargs: Any) -> str:
+    """Return the one line `scheduler.cron=print` prints for these overrides."""
+    result = run_scheduler(project, "scheduler.cron=print", *overrides, **kwargs)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    return lines[0]
+
+
+def cron_action(project: Path, action: str, *overrides: str, **kwargs: Any) -> Any:
+    """Run `scheduler.cron=<action>` with these overrides; return the completed process."""
+    return run_scheduler(project, f"scheduler.cron={action}", *overrides, **kwargs)
+
+
+def read_cron_log(project: Path) -> str:
+    """Return <root>/outputs/cron.log, or "" when there is none."""
+    path = project / "outputs" / "cron.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def home_folder(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return home
+
+
+def assert_no_run(project: Path) -> None:
+    """Assert that no step ran: no summary.json, no outputs/latest, no probe record."""
+    outputs = project / "outputs"
+    assert list(outputs.glob("*/*/summary.json")) == []
+    assert list(outputs.glob("*/*/probe.json")) == []
+    assert not (outputs / "latest").is_symlink()
+
+
+# ── cron=print ───────────────────────────────────────────────────────────
+
+
+def test_cron_print_shows_the_readme_line_and_runs_nothing(
+    make_project: Any, fake_crontab: Any
+) -> None:
+    project = project_with_probe(make_project)
+    env, calls = fake_crontab("spy")
+    result = cron_action(project, "print", "scheduler.schedule=0 10 * * 1", env=env)
+    assert result.returncode == 0, result.stderr
+    root = project.resolve()
+    assert result.stdout == (
+        f"0 10 * * 1 {sys.executable} {root}/scheduler.py 'scheduler.schedule=0 10 * * 1'"
+        f" >> {root}/outputs/cron.log 2>&1 # crude-link: {root} config=config\n"
+    )
+    assert result.stderr == ""
+    assert_no_run(project)
+    assert calls_of(calls) == [], "cron=print must not touch the crontab"
+
+
+def test_cron_print_repeats_every_override_shell_quoted(make_project: Any, tmp_path: Path) -> None:
+    project = project_with_probe(make_project)
+    odd = """100% sure: "it" costs $HOME, a,b & `x`"""
+    overrides = [
+        "steps.1.arguments.print='" + odd + "'",
+        "scheduler.on_failure=abort",
+        "+steps.0.arguments.note='a b'",
+        f"scheduler.schedule={NEVER}",
+    ]
+    line = printed_line(project, *overrides)
+    root = project.resolve()
+    assert line.startswith(NEVER + " ")
+    assert line.endswith(" " + tag_of(project))
+    assert line_words(line) == [
+        sys.executable,
+        str(root / "scheduler.py"),
+        *overrides,
+        ">>",
+        str(root / "outputs" / "cron.log"),
+        "2>&1",
+    ]
+    # cron starts the line with /bin/sh in $HOME, with PATH=/usr/bin:/bin and no terminal.
+    ran = run_like_cron(line, home_folder(tmp_path))
+    assert ran.returncode == 0, f"{ran.stderr!r}\ncron.log:\n{read_cron_log(project)}"
+    assert ran.stdout == b"" and ran.stderr == b"", "without quiet nothing goes to cron's mail"
+    summary = load_summary(project)
+    assert summary["status"] == "succeeded"
+    assert load_json(run_folder(project) / "probe.json")["args"] == {"note": "a b"}
+    cron_log = read_cron_log(project)
+    assert odd in cron_log.splitlines()
+    assert "second step here" not in cron_log, "the override must replace the config's value"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        r"back\slash and C:\temp",
+        r"two\\backslashes",
+        r"percent after a backslash \%d",
+    ],
+)
+def test_cron_line_passes_backslashes_unchanged(
+    make_project: Any, tmp_path: Path, value: str
+) -> None:
+    """What a step gets from the cron line is what it gets from the same command line."""
+    project = project_with_probe(make_project)
+    override = "steps.1.arguments.print='" + value + "'"
+    direct = run_scheduler(project, override)
+    assert direct.returncode == 0, direct.stderr
+    expected = (run_folder(project) / "02-fate.log").read_text().splitlines()[-1]
+    shutil.rmtree(project / "outputs")
+    line = printed_line(project, override, f"scheduler.schedule={NEVER}")
+    (project / "outputs").mkdir(exist_ok=True)
+    ran = run_like_cron(line, home_folder(tmp_path))
+    assert ran.returncode == 0, f"{ran.stderr!r}\ncron.log:\n{read_cron_log(project)}"
+    got = (run_folder(project) / "02-fate.log").read_text().splitlines()[-1]
+    assert got == expected, f"cron turned {expected!r} into {got!r}; the line was:\n{line}"
+
+
+@pytest.mark.parametrize("flags_first", [True, False], ids=["flags-first", "flags-last"])
+def test_cron_line_with_config_dir_and_name_runs_that_config(
+    make_project: Any, tmp_path: Path, flags_first: bool
+) -> None:
+    project = project_with_probe(make_project)
+    confs = tmp_path / "confs"
+    confs.mkdir()
+    (confs / "other.yaml").write_text(OTHER_CONFIG)
+    flags = ["--config-dir", "confs", "--config-name", "other"]  # relative to the cwd
+    overrides = [f"scheduler.schedule={NEVER}", "steps.0.arguments.print='other, overridden'"]
+    argv = [*flags, "scheduler.cron=print", *overrides]
+    if not flags_first:
+        argv = ["scheduler.cron=print", *overrides, *flags]
+    result = run_scheduler(project, *argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    words = line_words(line)
+    assert words[:2] == [sys.executable, str(project.resolve() / "scheduler.py")]
+    at = words.index("--config-dir")
+    assert words[at + 1] == str(confs.resolve())
+    assert words[words.index("--config-name") + 1] == "other"
+    assert [w for w in words if w in overrides] == overrides
+    assert tag_of(project, "other") in line
+    # The line must work from cron: the other config's step, with the override, runs.
+    ran = run_like_cron(line, home_folder(tmp_path))
+    cron_log = read_cron_log(project)
+    assert ran.returncode == 0, f"the cron line failed:\n{line}\ncron.log:\n{cron_log}"
+    assert load_summary(project)["status"] == "succeeded"
+    assert "other, overridden" in cron_log.splitlines()
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/0 * * * *", "60 * * * *", "* 24 * * *", "* * * * 8", "* * * *", "0 10 * * 1 *", "@daily"],
+)
+def test_cron_print_rejects_an_invalid_schedule(
+    make_project: Any, fake_crontab: Any, schedule: str
+) -> None:
+    project = project_with_probe(make_project)
+    env, calls = fake_crontab("spy")
+    result = cron_action(project, "print", f"scheduler.schedule='{schedule}'", env=env)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert "schedule" in result.stderr and schedule in result.stderr
+    assert "Traceback" not in result.stderr
+    assert_no_run(project)
+    assert calls_of(calls) == []
+
+
+def test_cron_print_without_a_schedule_is_an_error(make_project: Any) -> None:
+    project = project_with_probe(make_project)
+    result = cron_action(project, "print")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "schedule" in result.stderr
+    assert_no_run(project)
+
+
+# ── cron=install and cron=remove, through the real crontab ───────────────
+
+
+def test_install_replaces_its_own_line_and_remove_takes_it_out(
+    make_project: Any, tmp_path: Path, user_crontab: Optional[bytes]
+) -> None:
+    project = project_with_probe(make_project)
+    (project / "other.yaml").write_text(OTHER_CONFIG)
+    twin = tmp_path / "twin"  # a second folder: a line of its own
+    shutil.copytree(project, twin)
+    other = other_lines(project)
+    write_crontab(other)
+
+    first = printed_line(project, f"scheduler.schedule={NEVER}")
+    for _ in range(2):  # installing twice leaves one line
+        result = cron_action(project, "install", f"scheduler.schedule={NEVER}")
+        assert result.returncode == 0, result.stderr
+        assert read_crontab() == other + first.encode() + b"\n"
+
+    replaced = printed_line(project, f"scheduler.schedule={NEVER_EITHER}", "scheduler.quiet=true")
+    result = cron_action(
+        project, "install", f"scheduler.schedule={NEVER_EITHER}", "scheduler.quiet=true"
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_crontab() == other + replaced.encode() + b"\n"
+
+    twin_line = printed_line(twin, f"scheduler.schedule={NEVER}")
+    assert cron_action(twin, "install", f"scheduler.schedule={NEVER}").returncode == 0
+    by_name = ["--config-name", "other"]  # after the overrides: see the flags-first test
+    other_config = printed_line(project, f"scheduler.schedule={NEVER}", *by_name)
+    assert other_config.endswith(tag_of(project, "other"))
+    result = cron_action(project, "install", f"scheduler.schedule={NEVER}", *by_name)
+    assert result.returncode == 0, result.stderr
+    table = read_crontab()
+    assert table == other + f"{replaced}\n{twin_line}\n{other_config}\n".encode()
+    assert len(tagged(table, tag_of(project))) == 1
+
+    for _ in range(2):  # removing twice is fine
+        result = cron_action(project, "remove")
+        assert result.returncode == 0, result.stderr
+        assert read_crontab() == other + f"{twin_line}\n{other_config}\n".encode()
+    assert cron_action(twin, "remove").returncode == 0
+    assert cron_action(project, "remove", *by_name).returncode == 0
+    assert read_crontab() == other
+
+
+@pytest.mark.parametrize("before", [None, b""], ids=["no-crontab", "empty-crontab"])
+def test_install_and_remove_with_no_other_lines(
+    make_project: Any, user_crontab: Optional[bytes], before: Optional[bytes]
+) -> None:
+    project = project_with_probe(make_project)
+    write_crontab(before)
+    line = printed_line(project, f"scheduler.schedule={NEVER}")
+    result = cron_action(project, "install", f"scheduler.schedule={NEVER}")
+    assert result.returncode == 0, result.stderr
+    assert line in result.stdout
+    assert read_crontab() == line.encode() + b"\n"
+    assert (project / "outputs").is_dir(), "cron.log's folder must exist for the line's >>"
+    result = cron_action(project, "remove")
+    assert result.returncode == 0, result.stderr
+    assert read_crontab() in (None, b"")
+    assert_no_run(project)
+
+
+@pytest.mark.parametrize("schedule", ["*/0 * * * *", "0 10 * * 9", "0 10 * *", "@hourly"])
+def test_install_rejects_an_invalid_schedule_and_leaves_the_crontab(
+    make_project: Any, fake_crontab: Any, user_crontab: Optional[bytes], schedule: str
+) -> None:
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    env, calls = fake_crontab("spy")
+    result = cron_action(project, "install", f"scheduler.schedule='{schedule}'", env=env)
+    assert result.returncode == 2
+    assert schedule in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_crontab() == other
+    assert [call for call in calls_of(calls) if call != "-l"] == [], "nothing may be written"
+    assert_no_run(project)
+
+
+def test_crontab_refusing_the_table_is_an_error_and_changes_nothing(
+    make_project: Any, user_crontab: Optional[bytes]
+) -> None:
+    """Debian's crontab refuses a command over 1000 characters: a real refusal."""
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    too_long = other + b"0 0 31 2 * echo " + b"x" * 1100 + b"\n"
+    probe = subprocess.run(["crontab", "-"], input=too_long, capture_output=True, timeout=30)
+    if probe.returncode == 0:
+        write_crontab(other)
+        pytest.skip("this crontab accepts 1100-character commands: no real way to refuse")
+    refusal = probe.stderr.decode().strip().splitlines()[-1]  # "errors in crontab file..."
+    assert read_crontab() == other
+
+    result = cron_action(
+        project, "install", f"scheduler.schedule={NEVER}", "+steps.0.arguments.pad=" + "x" * 1100
+    )
+    assert result.returncode == 2, result.stdout
+    assert "crontab" in result.stderr and refusal in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "installed" not in result.stdout
+    assert read_crontab() == other
+    assert_no_run(project)
+
+
+@pytest.mark.parametrize(
+    "action, mode",
+    [
+        ("install", "refuse-write"),
+        ("remove", "refuse-write"),
+        ("install", "refuse-read"),
+        ("remove", "refuse-read"),
+    ],
+)
+def test_a_crontab_failure_is_an_error_and_changes_nothing(
+    make_project: Any, fake_crontab: Any, user_crontab: Optional[bytes], action: str, mode: str
+) -> None:
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    if action == "remove":  # something to remove: this folder's line, installed for real
+        assert cron_action(project, "install", f"scheduler.schedule={NEVER}").returncode == 0
+    before = read_crontab()
+    env, calls = fake_crontab(mode)
+    result = cron_action(project, action, f"scheduler.schedule={NEVER_EITHER}", env=env)
+    assert result.returncode == 2, result.stdout
+    assert f"refused by the test stand-in ({mode})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_crontab() == before
+    if mode == "refuse-read":  # an unreadable table must never be overwritten
+        assert [call for call in calls_of(calls) if call != "-l"] == []
+    assert_no_run(project)
+
+
+@pytest.mark.parametrize("action", ["install", "remove"])
+def test_no_crontab_command_is_an_error(
+    make_project: Any, tmp_path: Path, user_crontab: Optional[bytes], action: str
+) -> None:
+    project = project_with_probe(make_project)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = {**os.environ, "NO_COLOR": "1", "PATH": str(empty)}
+    result = cron_action(project, action, f"scheduler.schedule={NEVER}", env=env)
+    assert result.returncode == 2
+    assert "crontab" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_crontab() == user_crontab
+
+
+# ── scheduler.quiet ──────────────────────────────────────────────────────
+
+
+def comparable_lines(output: str, project: Path) -> List[str]:
+    """Return output's lines without what differs between two runs: folders and timings."""
+    text = output.replace(str(run_folder(project)), "<run>").replace(str(project), "<root>")
+    return [" ".join(DURATION.sub("<time>", line).split()) for line in text.splitlines()]
+
+
+def is_subsequence(needles: List[str], haystack: List[str]) -> bool:
+    rest = iter(haystack)
+    return all(any(needle == line for line in rest) for needle in needles)
+
+
+def test_quiet_prints_nothing_when_every_step_succeeds_and_logs_everything(
+    make_project: Any,
+) -> None:
+    project = make_project(FAILING.replace("exit_code: 3", "exit_code: 0"))
+    result = run_scheduler(project, "scheduler.quiet=true", "+steps.2.arguments.lines=500")
+    assert result.returncode == 0
+    assert (result.stdout, result.stderr) == ("", "")
+    folder = run_folder(project)
+    assert load_summary(project)["status"] == "succeeded"
+    scheduler_log = (folder / "scheduler.log").read_text()
+    for text in ("[1/3]", "[2/3]", "[3/3]", "run succeeded"):
+        assert text in scheduler_log
+    assert (folder / "01-fate.log").read_text().count("first step") == 2
+    assert "second step err" in (folder / "02-fate-2.log").read_text()
+    assert "line 500" in (folder / "03-fate-3.log").read_text()
+
+
+@pytest.mark.parametrize("on_failure", ["ask", "continue"])
+def test_quiet_prints_everything_when_a_step_fails(
+    make_project: Any, tmp_path: Path, on_failure: str
+) -> None:
+    loud = make_project(FAILING)
+    quiet = tmp_path / "quiet"
+    shutil.copytree(loud, quiet)
+    policy = f"scheduler.on_failure={on_failure}"
+    shown = run_scheduler(loud, policy)
+    held = run_scheduler(quiet, policy, "scheduler.quiet=true")
+    assert shown.returncode == held.returncode == 3
+    expected = comparable_lines(shown.stdout, loud)
+    got = comparable_lines(held.stdout, quiet)
+    for text in ("first step ok", "first step warns", "second step out", "exit code 3", "failed"):
+        assert any(text in line for line in expected), text  # the comparison means something
+    missing = [line for line in expected if line not in got]
+    assert missing == [], f"quiet run did not show: {missing}\n--- it showed:\n{held.stdout}"
+    assert is_subsequence(expected, got), f"not in order:\n{held.stdout}"
+    assert set(comparable_lines(shown.stderr, loud)) <= set(comparable_lines(held.stderr, quiet))
+    assert ("third step" in held.stdout) == (on_failure == "continue")
+    folder = run_folder(quiet)
+    scheduler_log = (folder / "scheduler.log").read_text()
+    assert "step 2" in scheduler_log and "exit code 3" in scheduler_log
+    assert "second step err" in (folder / "02-fate-2.log").read_text()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["succeeds", "fails"])
+def test_quiet_cron_line_mails_only_failures_and_logs_them(
+    make_project: Any, tmp_path: Path, fails: bool
+) -> None:
+    """Under cron, what the line prints is mailed: nothing for a good run, all for a bad one."""
+    project = make_project(FAILING if fails else FAILING.replace("exit_code: 3", "exit_code: 0"))
+    line = printed_line(project, "scheduler.quiet=true", f"scheduler.schedule={NEVER}")
+    assert "scheduler.quiet=true" in line_words(line)
+    ran = run_like_cron(line, home_folder(tmp_path))
+    mail = ran.stdout.decode() + ran.stderr.decode()
+    cron_log = read_cron_log(project)
+    summary = load_summary(project)
+    if not fails:
+        assert summary["status"] == "succeeded"
+        assert mail == "" and cron_log == ""
+        return
+    assert summary["status"] == "failed"
+    for text in ("first step ok", "second step out", "step 2", "exit code 3", "not_run"):
+        assert text in mail, f"{text!r} missing from cron's mail:\n{mail}"
+    assert cron_log.splitlines() == ran.stdout.decode().splitlines()
+
+
+# ── outputs/latest and summary.json ──────────────────────────────────────
+
+
+def new_run(project: Path, known: List[Path]) -> Path:
+    """Return the one run folder under outputs/ that is not in known."""
+    found = [p.parent for p in (project / "outputs").glob("*/*/summary.json")]
+    fresh = [folder for folder in found if folder not in known]
+    assert len(fresh) == 1, fresh
+    return fresh[0]
+
+
+def assert_latest_is(project: Path, folder: Path) -> None:
+    latest = project / "outputs" / "latest"
+    assert latest.is_symlink()
+    target = os.readlink(latest)
+    assert not os.path.isabs(target), f"outputs/latest -> {target} is not relative"
+    assert latest.resolve() == folder.resolve()
+
+
+def test_latest_points_at_the_newest_run_from_its_start(make_project: Any, tmp_path: Path) -> None:
+    project = project_with_probe(make_project)
+    home = home_folder(tmp_path)
+    runs: List[Path] = []
+    for overrides in ([], ["+steps.1.arguments.exit_code=4"]):  # newest, even when it fails
+        result = run_scheduler(project, *overrides, cwd=Path("/"), env=cron_env(home))
+        assert result.returncode == (4 if overrides else 0), result.stderr
+        folder = new_run(project, runs)
+        runs.append(folder)
+        assert_latest_is(project, folder)
+        # While its first step ran, outputs/latest already showed this run, in progress.
+        seen = load_json(folder / "probe.json")
+        assert Path(seen["latest_resolved"]) == folder.resolve()
+        assert seen["latest_summary"]["status"] == "running"
+        assert seen["latest_summary"]["steps"][0]["status"] == "running"
+        logs = {p.name for p in (project / "outputs" / "latest").glob("*.log")}
+        assert {"01-probe.log", "02-fate.log"} <= logs  # tail outputs/latest/*.log
+    assert (project / "outputs" / "latest" / "02-fate.log").read_text().count("second step") == 1
+    moved = tmp_path / "moved"
+    project.rename(moved)  # a relative link survives moving the folder
+    assert (moved / "outputs" / "latest").resolve() == (moved / runs[1].relative_to(project))
+
+
+def test_a_dry_run_or_a_config_error_does_not_move_latest(make_project: Any) -> None:
+    project = project_with_probe(make_project)
+    assert run_scheduler(project).returncode == 0
+    first = run_folder(project)
+    assert run_scheduler(project, "scheduler.dry_run=true").returncode == 0
+    assert run_scheduler(project, "scheduler.on_failure=sometimes").returncode == 2
+    assert (
+        run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}").returncode
+        == 0
+    )
+    assert_latest_is(project, first)
+
+
+def test_summary_keeps_each_steps_command_and_exit_code(make_project: Any) -> None:
+    project = make_project(
+        """\
+        steps:
+          - script: tasks/fate.py
+            name: ok
+            arguments: {print: fine}
+          - script: tasks/fate.py
+            name: broken
+            arguments: {exit_code: 3, stderr: broke}
+          - script: tasks/fate.py
+            name: later
+            arguments: {print: never}
+        """
+    )
+    result = run_scheduler(project, "steps.0.arguments.print=fine-tuned")
+    assert result.returncode == 3
+    summary = load_json(project / "outputs" / "latest" / "summary.json")
+    assert summary == load_summary(project)
+    fate = str(project.resolve() / "tasks" / "fate.py")
+    assert [(s["name"], s["command"], s["status"], s["exit_code"]) for s in summary["steps"]] == [
+        ("ok", [sys.executable, fate, "print=fine-tuned"], "succeeded", 0),
+        ("broken", [sys.executable, fate, "exit_code=3", "stderr=broke"], "failed", 3),
+        ("later", [sys.executable, fate, "print=never"], "not_run", None),
+    ]
+    assert (summary["status"], summary["exit_code"]) == ("failed", 3)
+
+
+# ── A real cron daemon ───────────────────────────────────────────────────
+
+
+def process_stat(pid: int) -> Tuple[str, int]:
+    """Return a process's name and parent pid, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], int(
+        stat[stat.rindex(")") + 2 :].split()[1]
+    )
+
+
+def running_cron_daemons() -> List[int]:
+    """Return the pids of the cron daemons running here (Debian's cron, cronie's crond)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name, parent = process_stat(int(entry.name))
+                parent_name = process_stat(parent)[0] if parent > 1 else ""
+            except (OSError, ValueError, IndexError):
+                continue
+            if name in ("cron", "crond") and parent_name not in ("cron", "crond"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def cron_daemon(tmp_path: Path) -> Iterator[Optional[int]]:
+    """Yield the pid of a cron daemon started here (`cron -f`), stopped afterwards by pid;
+    None when one was already running (it is used and left alone)."""
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc to find a running cron daemon")
+    if running_cron_daemons():
+        yield None
+        return
+    binary = shutil.which("cron") or next(
+        (p for p in ("/usr/sbin/cron", "/usr/sbin/crond") if os.access(p, os.X_OK)), None
+    )
+    if binary is None:
+        pytest.skip("no cron daemon installed (Debian: apt-get install cron)")
+    pid_file = Path("/run/crond.pid")
+    pid_file_existed = pid_file.exists()
+    output_path = tmp_path / "cron-daemon.out"
+    with output_path.open("wb") as output:
+        daemon = subprocess.Popen(
+            [binary, "-f"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TEST_NOT_FOR_CRON_JOBS": "1"},  # cron jobs must not see it
+            start_new_session=True,
+        )
+    try:
+        time.sleep(1.5)  # up, and any crontab change from now on is in a later second
+        if daemon.poll() is not None:
+            pytest.skip(
+                f"cannot start {binary} -f (exit {daemon.returncode}): "
+                f"{output_path.read_text(errors='replace').strip()}"
+            )
+        yield daemon.pid
+    finally:
+        if daemon.poll() is None:
+            daemon.terminate()
+            try:
+                daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(5)
+        # The pid file is the daemon's, left behind: remove it if this test made it.
+        with contextlib.suppress(OSError):
+            if not pid_file_existed and pid_file.read_text().strip() == str(daemon.pid):
+                pid_file.unlink()
+
+
+def wait_for_finished_run(project: Path, timeout: float) -> Optional[Path]:
+    """Return the first run folder whose summary.json says it ended; None after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in (project / "outputs").glob("*/*/summary.json"):
+            try:
+                status = load_json(path).get("status")
+            except (OSError, ValueError):
+                continue
+            if status not in (None, "running"):
+                return path.parent
+        time.sleep(0.5)
+    return None
+
+
+def wait_for_scheduler_exit(project: Path, timeout: float = 20) -> None:
+    """Wait until no scheduler holds the folder's run lock (the run has fully ended)."""
+    deadline = time.monotonic() + timeout
+    with (project / "outputs" / ".crude-link.lock").open("a+b") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the scheduler started by cron did not end"
+                time.sleep(0.2)
+
+
+def test_a_real_cron_daemon_runs_the_installed_pipeline(
+    make_project: Any, user_crontab: Optional[bytes], cron_daemon: Optional[int]
+) -> None:
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    odd = '100% done, "quoted" & $HOME'
+    overrides = ["scheduler.schedule=* * * * *", "steps.1.arguments.print='" + odd + "'"]
+    # Cron looks at its tables as each minute starts: install early in a minute.
+    if time.time() % 60 > 50:
+        time.sleep(60.5 - time.time() % 60)
+    installed_at = time.monotonic()
+    result = cron_action(project, "install", *overrides)
+    assert result.returncode == 0, result.stderr
+    table = read_crontab()
+    assert table is not None and table.startswith(other)
+    assert len(tagged(table, tag_of(project))) == 1
+
+    folder = wait_for_finished_run(project, CRON_DAEMON_WAIT)
+    waited = time.monotonic() - installed_at
+    assert folder is not None, (
+        f"cron did not run the line within {CRON_DAEMON_WAIT}s:\n{table.decode()}\n"
+        f"cron.log:\n{read_cron_log(project)}"
+    )
+    print(f"cron started the pipeline {waited:.1f}s after it was installed")
+    wait_for_scheduler_exit(project)
+    summary = load_json(folder / "summary.json")
+    assert summary["status"] == "succeeded", read_cron_log(project)
+    assert [s["exit_code"] for s in summary["steps"]] == [0, 0]
+    assert summary["steps"][0]["command"] == [
+        sys.executable,
+        str(project.resolve() / "tasks" / "probe.py"),
+    ]
+    assert_latest_is(project, folder)
+
+    # It ran in cron's world: cron's HOME and PATH, no terminal, started by cron.
+    seen = load_json(folder / "probe.json")
+    assert seen["env"]["HOME"] == pwd.getpwuid(os.getuid()).pw_dir
+    path = seen["env"]["PATH"].split(":")
+    assert set(path) <= {
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    }
+    assert "TEST_NOT_FOR_CRON_JOBS" not in seen["env"] and "TERM" not in seen["env"]
+    assert seen["stdin_isatty"] is False
+    assert not seen["parent_stdin"].startswith("/dev/pts"), seen["parent_stdin"]
+    assert seen["ancestors"][0]["tty_nr"] == 0, "the scheduler had a controlling terminal"
+    assert any(a["name"] in ("cron", "crond") for a in seen["ancestors"]), seen["ancestors"]
+    if cron_daemon is not None:
+        assert cron_daemon in [a["pid"] for a in seen["ancestors"]]
+    assert Path(seen["cwd"]) == project.resolve()
+
+    cron_log = read_cron_log(project)
+    assert "probe: recorded what it saw" in cron_log
+    assert odd in cron_log.splitlines(), "the override did not reach the step intact"
+    assert "run succeeded" in cron_log
+
+    result = cron_action(project, "remove")
+    assert result.returncode == 0, result.stderr
+    assert read_crontab() == other
