@@ -1296,6 +1296,18 @@ def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
     return node
 
 
+def name_steps_in(problems: List[str], steps: Any, defaults: Any) -> List[str]:
+    """Return `steps[2].arguments.x: ...` problems as `steps[2] (train): arguments.x ...`."""
+    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
+
+    def locate(match: "re.Match[str]") -> str:
+        index = int(match.group(1))
+        name = names[index] if index < len(names) and names[index] else ""
+        return f"steps[{index}]" + (f" ({name})" if name else "") + ": " + match.group(2)
+
+    return [re.sub(r"^steps\[(\d+)\]\.([^:]+):", locate, problem) for problem in problems]
+
+
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -1313,11 +1325,12 @@ def print_problems(problems: List[str]) -> None:
 def load_config(cfg: DictConfig, root: Path, python: str
                 ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
     """Return the plan and options of a composed config, or the problems found in it."""
-    problems: List[str] = []
-    steps = resolve_section(cfg.get("steps"), "steps", problems)
-    options = resolve_section(cfg.get("scheduler"), "scheduler", problems)
+    unresolved: List[str] = []
+    steps = resolve_section(cfg.get("steps"), "steps", unresolved)
+    options = resolve_section(cfg.get("scheduler"), "scheduler", unresolved)
     defaults = OmegaConf.to_container(cfg["default"]) if "default" in cfg else None
-    problems = check_config(steps, options, defaults, root) + problems
+    problems = check_config(steps, options, defaults, root) + name_steps_in(unresolved, steps,
+                                                                            defaults)
     if problems:
         return [], SchedulerOptions(), problems
     names, _ = derive_names(steps, defaults)
@@ -1348,9 +1361,19 @@ def _steps_output_dir(folder: Path) -> Iterator[None]:
             runtime.output_dir = saved
 
 
+def _select_hydra(path: str) -> Any:
+    """Resolve `${hydra:path}` as Hydra does, but fail on a key Hydra's config lacks."""
+    missing = object()
+    value = OmegaConf.select(HydraConfig.get(), path, default=missing)  # type: ignore[arg-type]
+    if value is missing:  # Hydra's own resolver quietly returns null here
+        raise KeyError(f"Hydra's config has no key '{path}' (e.g. runtime.output_dir, job.name)")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> None:
     _log_to_file_only()
+    OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
     # A resumed run continues the pipeline of the run it resumes: its steps read and write

@@ -409,6 +409,13 @@ def test_edit_crontab_replaces_only_its_own_line_and_keeps_the_rest() -> None:
     assert scheduler.edit_crontab(b"", tag, None) == b""
 
 
+def test_name_steps_in_puts_the_step_name_beside_its_index() -> None:
+    problems = ["steps[1].arguments.x: cannot resolve '${y}': nope", "scheduler.only: bad"]
+    steps = [{"script": "a.py"}, {"script": "tasks/train.py"}]
+    assert scheduler.name_steps_in(problems, steps, None) == [
+        "steps[1] (train): arguments.x cannot resolve '${y}': nope", "scheduler.only: bad"]
+
+
 # ── Dialog and messages ──────────────────────────────────────────────────
 
 
