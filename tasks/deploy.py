@@ -6,13 +6,14 @@ Whoever reads target sees the old model or the new one, never half a file: the b
 to a temporary file in target's folder first, and os.replace swaps it in.
 """
 
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from common import parse_model, read_arguments, run_task
+from common import TaskError, parse_model, read_arguments, run_task
 
 SPEC = {"model_file": str, "target": str}
 
@@ -52,10 +53,23 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def refuse_a_failed_model(metrics_file: Path) -> None:
+    """Stop when validation wrote that the model failed: on_failure=continue must not ship it."""
+    if not metrics_file.exists():
+        return  # validation was not run (e.g. scheduler.only=[deployment]): the user's call
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    if metrics.get("passed") is False:
+        raise TaskError(
+            f"the model failed validation (accuracy {metrics.get('accuracy', 0):.3f} < "
+            f"min_accuracy {metrics.get('min_accuracy')}, see {metrics_file}); not publishing"
+        )
+
+
 def deploy(argv: List[str]) -> None:
     args = read_arguments(SPEC, {}, argv)
     data = Path(args["model_file"]).read_bytes()
     model = parse_model(data, args["model_file"])  # refuse to publish anything but a model
+    refuse_a_failed_model(Path(args["model_file"]).with_name("metrics.json"))
     write_atomically(Path(args["target"]), data)
     print(
         f"deploy: published {args['model_file']} (trained on {model.get('train_rows', '?')} "

@@ -182,6 +182,20 @@ def test_validate_refuses_a_model_below_min_accuracy(chain: Dict[str, Any], tmp_
     assert json.loads((tmp_path / "metrics.json").read_text())["passed"] is False
 
 
+def test_deploy_refuses_a_model_that_failed_validation(
+    chain: Dict[str, Any], tmp_path: Path
+) -> None:
+    model = tmp_path / "model.json"  # validated below the bar: metrics.json says passed=false
+    model.write_bytes((chain["out"] / "model.json").read_bytes())
+    holdout = chain["out"] / "data" / "holdout.csv"
+    run_task("validate", f"holdout_file={holdout}", f"model_file={model}", "min_accuracy=0.999")
+    target = tmp_path / "deployed" / "model.json"
+    result = run_task("deploy", f"model_file={model}", f"target={target}")
+    assert result.returncode == 1
+    assert "failed validation" in result.stderr and "not publishing" in result.stderr
+    assert not target.exists()
+
+
 def test_deploy_replaces_the_target_and_leaves_no_temp_file(chain: Dict[str, Any]) -> None:
     assert os.listdir(chain["target"].parent) == ["model.json"]
     assert set(json.loads(chain["target"].read_text())) >= {"weights", "bias"}
