@@ -1,0 +1,97 @@
+"""A test task whose arguments choose its fate: python fate.py key=value ...
+
+It reads its arguments with OmegaConf.from_cli(), as a real task would, then acts in
+this order (each only when its argument is given):
+
+  record=PATH        write JSON {args, argv, cwd, pid, stdin_isatty, env} to PATH, where env
+                     holds CRUDE_LINK_*, PYTHONUNBUFFERED and TEST_* variables
+  read_summary=PATH  copy $CRUDE_LINK_RUN_DIR/summary.json to PATH
+  print=TEXT         TEXT and a newline on stdout
+  stderr=TEXT        TEXT and a newline on stderr
+  lines=N            "line 1" ... "line N", one per line, on stdout
+  progress=N         "\\rprogress i/N" for i in 1..N on stdout, no newline
+  binary=true        BINARY (below) on stdout
+  bytes=N            N bytes of "x" on stdout in 1 MiB os.write calls, no newline
+  wait_for=PATH      "waiting" and a newline, then sleep until PATH exists
+  sleep=S            sleep S seconds
+  signal=N           kill itself with signal N
+  fail_times=K marker=PATH   count this run in PATH; exit with exit_code (default 1)
+                     while the count is <= K, else exit 0
+  exit_code=N        exit with N (default 0)
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+BINARY = b"\xff\xfe\x00raw\x80\n"  # not UTF-8; the tests expect exactly these bytes
+MIB = 1024 * 1024
+
+
+def write_stdout(data: bytes) -> None:
+    """Write all of data to fd 1, bypassing Python's buffers."""
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
+
+
+def record(path: str, args: dict) -> None:
+    """Write what this process received, as JSON."""
+    keep = ("CRUDE_LINK_", "PYTHONUNBUFFERED", "TEST_")
+    received = {
+        "args": args,
+        "argv": sys.argv[1:],
+        "cwd": os.getcwd(),
+        "pid": os.getpid(),
+        "stdin_isatty": os.isatty(0),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(keep)},
+    }
+    Path(path).write_text(json.dumps(received, indent=2), encoding="utf-8")
+
+
+def main() -> int:
+    args = OmegaConf.to_container(OmegaConf.from_cli())
+    assert isinstance(args, dict)
+    if "record" in args:
+        record(args["record"], args)
+    if "read_summary" in args:
+        shutil.copy(Path(os.environ["CRUDE_LINK_RUN_DIR"]) / "summary.json", args["read_summary"])
+    if "print" in args:
+        print(args["print"], flush=True)
+    if "stderr" in args:
+        print(args["stderr"], file=sys.stderr, flush=True)
+    for i in range(1, args.get("lines", 0) + 1):
+        print(f"line {i}", flush=True)
+    total = args.get("progress", 0)
+    for i in range(1, total + 1):
+        write_stdout(f"\rprogress {i}/{total}".encode())
+    if args.get("binary"):
+        write_stdout(BINARY)
+    left = args.get("bytes", 0)
+    while left > 0:
+        write_stdout(b"x" * min(MIB, left))
+        left -= MIB
+    if "wait_for" in args:
+        print("waiting", flush=True)
+        while not Path(args["wait_for"]).exists():
+            time.sleep(0.02)
+    time.sleep(args.get("sleep", 0))
+    if "signal" in args:
+        os.kill(os.getpid(), args["signal"])
+    exit_code = args.get("exit_code", 0)
+    if "fail_times" in args:
+        marker = Path(args["marker"])
+        count = int(marker.read_text()) + 1 if marker.exists() else 1
+        marker.write_text(str(count))
+        return args.get("exit_code", 1) if count <= args["fail_times"] else 0
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
