@@ -14,7 +14,6 @@ pipeline · main
 """
 
 import contextlib
-import difflib
 import fcntl
 import json
 import logging
@@ -26,7 +25,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -56,6 +54,8 @@ EXIT_INTERRUPT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
 EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
 
 CHUNK_SIZE = 64 * 1024
+PIPE_SIZE = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in Python 3.10+; Linux's value
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
 TAIL_LINES = 10
 POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
@@ -200,7 +200,7 @@ def check_keys(where: str, raw: Mapping[str, Any], schema: Any) -> List[str]:
     known = sorted(f.name for f in fields(schema))
     problems = []
     for key in sorted(set(raw) - set(known), key=str):
-        close = difflib.get_close_matches(str(key), known, n=1)
+        close = _close_matches(str(key), known)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
         problems.append(f"{where}: unknown key '{key}'{hint}")
     return problems
@@ -354,8 +354,14 @@ def check_selection(names: List[str], options: Any) -> List[str]:
     return problems
 
 
+def _close_matches(word: str, choices: Sequence[str]) -> List[str]:
+    import difflib  # only a config with a typo pays for this import
+
+    return difflib.get_close_matches(word, choices, n=1)
+
+
 def _did_you_mean(word: str, choices: List[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = _close_matches(word, choices)
     return f" (did you mean '{close[0]}'?)" if close else f"; steps: {', '.join(choices)}"
 
 
@@ -632,9 +638,11 @@ class Terminal:
 
     def __init__(self, fd: Optional[int], quiet: bool = False) -> None:
         self.fd = fd
-        # A file, not memory: a quiet run may hold back gigabytes of step output.
-        self.spool: Optional[BinaryIO] = (
-            tempfile.TemporaryFile() if quiet else None)  # noqa: SIM115 - closed in reveal()
+        self.spool: Optional[BinaryIO] = None
+        if quiet:  # a file, not memory: a quiet run may hold back gigabytes of step output
+            import tempfile  # only quiet runs pay for this import
+
+            self.spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed in reveal()/close()
 
     def write(self, chunk: bytes) -> None:
         if self.spool is not None:
@@ -682,6 +690,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     stop.group = proc.pid
     assert proc.stdout is not None
     out = proc.stdout.fileno()
+    with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
+        fcntl.fcntl(out, F_SETPIPE_SZ, PIPE_SIZE)
     exit_fd = _open_pidfd(proc.pid)  # readable once the step exits: no polling for it
     watch = [out] if exit_fd is None else [out, exit_fd]
     deadline = started + timeout if timeout else math.inf
@@ -817,7 +827,11 @@ def now_iso() -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write text to path through a temporary file, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        write_all(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -970,7 +984,7 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
             log.info("command: %s", shlex.join(planned.command))
             separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt "
                          f"{entry['attempts']} at {now_iso()} ===\n").encode()
-            if log_path.stat().st_size and not _ends_with_newline(log_file.fileno()):
+            if not _ends_with_newline(log_file.fileno()):
                 separator = b"\n" + separator
             write_all(log_file.fileno(), separator)
             attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
@@ -993,8 +1007,9 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
 
 
 def _ends_with_newline(fd: int) -> bool:
-    """Return whether the file behind fd ends with a newline."""
-    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
+    """Return whether the file behind fd is empty or ends with a newline."""
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
 
 
 def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) -> None:
