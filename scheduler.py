@@ -8,9 +8,9 @@ rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
 the run folder always tells the state of the run. The behaviour is specified in
 CONTRACT.md; README.md is the user's guide.
 
-Sections: constants · schema · config checks · planning (pure) · argument
-rendering (pure) · running a step (I/O) · failure dialog (I/O) · run record ·
-pipeline · main
+Sections: constants · schema · step checks · option checks · planning (pure) ·
+argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
+record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
 import contextlib
@@ -152,7 +152,7 @@ class PlannedStep:
     log_name: str
 
 
-# ── Config checks ────────────────────────────────────────────────────────
+# ── Step checks ──────────────────────────────────────────────────────────
 
 _TYPE_TEXT = {
     str: "a string",
@@ -257,6 +257,9 @@ def check_step(index: int, raw: Any, name: Optional[str], root: Path) -> List[st
             problems.append(f"{where}: argument_format must use only {{key}} and {{value}}, "
                             f"got {fmt!r}")
     return problems
+
+
+# ── Option checks ────────────────────────────────────────────────────────
 
 
 def check_options(raw: Any) -> List[str]:
@@ -1469,6 +1472,9 @@ def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedSte
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ── Command line: help and Hydra's argv ──────────────────────────────────
 
 
 def help_text() -> str:
