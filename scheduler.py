@@ -695,6 +695,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     out = proc.stdout.fileno()
     with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
         fcntl.fcntl(out, F_SETPIPE_SZ, PIPE_SIZE)
+    os.set_blocking(out, False)  # read while output flows; select only when the pipe is empty
     exit_fd = _open_pidfd(proc.pid)  # readable once the step exits: no polling for it
     watch = [out] if exit_fd is None else [out, exit_fd]
     deadline = started + timeout if timeout else math.inf
@@ -702,6 +703,20 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     timed_out = exited = False
     try:
         while True:
+            if out in watch:
+                try:
+                    chunk: Optional[bytes] = os.read(out, CHUNK_SIZE)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    write_all(log_fd, chunk)
+                    terminal.write(chunk)
+                    tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
+                        tail + chunk)[-TAIL_BYTES:]
+                    if stop.signum is None and time.monotonic() < min(deadline, kill_at):
+                        continue
+                elif chunk == b"":
+                    watch.remove(out)
             now = time.monotonic()
             if now >= deadline and not timed_out and not exited:
                 timed_out = True
@@ -717,14 +732,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
             wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
             ready = select.select(watch, [], [], wait)[0] if watch else []
             if out in ready:
-                chunk = os.read(out, CHUNK_SIZE)
-                if chunk:
-                    write_all(log_fd, chunk)
-                    terminal.write(chunk)
-                    tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
-                        tail + chunk)[-TAIL_BYTES:]
-                    continue
-                watch.remove(out)
+                continue  # output (or its end) to read
             if not exited and proc.poll() is not None:
                 exited = True
                 if exit_fd in watch:
