@@ -1293,11 +1293,18 @@ def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
 
 
 def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
-    """Return a config node as plain data, resolving interpolations one key at a time.
+    """Return a config node as plain data, resolving its interpolations.
 
-    Each key that cannot resolve becomes a problem naming its path, so every broken
-    interpolation is reported at once instead of the first one only.
+    When something cannot resolve, the node is walked one key at a time instead, so
+    every broken interpolation becomes a problem naming its path, not just the first.
     """
+    if isinstance(node, (DictConfig, ListConfig)):
+        with contextlib.suppress(OmegaConfBaseException):
+            return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)  # usual case
+    return _resolve_each(node, where, problems)
+
+
+def _resolve_each(node: Any, where: str, problems: List[str]) -> Any:
     if isinstance(node, DictConfig):
         out = {}
         for key in node:
@@ -1307,7 +1314,7 @@ def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
                 text = OmegaConf.to_container(node)[key]  # type: ignore[index]
                 problems.append(f"{where}.{key!s}: cannot resolve {text!r}: {_first_line(error)}")
                 continue
-            out[key] = resolve_section(child, f"{where}.{key!s}", problems)
+            out[key] = _resolve_each(child, f"{where}.{key!s}", problems)
         return out
     if isinstance(node, ListConfig):
         items = []
@@ -1317,7 +1324,7 @@ def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
             except OmegaConfBaseException as error:
                 problems.append(f"{where}[{index}]: cannot resolve: {_first_line(error)}")
                 continue
-            items.append(resolve_section(child, f"{where}[{index}]", problems))
+            items.append(_resolve_each(child, f"{where}[{index}]", problems))
         return items
     return node
 
