@@ -552,8 +552,8 @@ def render_string(text: str) -> str:
     """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
     if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
         return text
-    if _UNPRINTABLE.search(text):
-        return '"' + _UNPRINTABLE_OR_QUOTE.sub(_escape_char, text) + '"'
+    if not all(map(_is_yaml_printable, text)):
+        return '"' + "".join(map(_escape_char, text)) + '"'
     if "'" not in text and not text.endswith("\\"):
         return f"'{text}'"  # read the same by YAML and by Hydra's override parser
     if '"' not in text and "\\" not in text:
@@ -561,17 +561,21 @@ def render_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"  # YAML's escape; from_cli is the reference
 
 
-# What YAML cannot hold verbatim in a scalar: control characters, line breaks, BOM.
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-                          r"|[\u2028\u2029\ufeff]")
-_UNPRINTABLE_OR_QUOTE = re.compile(_UNPRINTABLE.pattern + r'|["\\]')
+def _is_yaml_printable(char: str) -> bool:
+    """Return whether YAML holds char verbatim in a scalar (no control char, break or BOM)."""
+    code = ord(char)
+    return ((0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+             or code >= 0x10000) and char not in "\u2028\u2029\ufeff")
 
 
-def _escape_char(match: "re.Match[str]") -> str:
-    """Return a YAML double-quoted escape for one character."""
-    char = match.group()
-    if char in '"\\\n\t\r':
-        return "\\" + {"\n": "n", "\t": "t", "\r": "r"}.get(char, char)
+def _escape_char(char: str) -> str:
+    """Return one character as it goes inside a YAML double-quoted scalar."""
+    if char in '"\\':
+        return "\\" + char
+    if char in "\n\t\r":
+        return "\\" + {"\n": "n", "\t": "t", "\r": "r"}[char]
+    if _is_yaml_printable(char):
+        return char
     code = ord(char)
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
