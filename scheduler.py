@@ -1037,7 +1037,8 @@ def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) ->
     ]
     output = last_lines(attempt.tail)
     if output:
-        lines.append(f"  last {len(output)} lines of its output:")
+        lines.append("  its last line of output:" if len(output) == 1
+                     else f"  its last {len(output)} lines of output:")
         lines.extend(f"  | {line}" for line in output)
     pipeline.console.warn(lines)
 
