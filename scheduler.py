@@ -1540,15 +1540,44 @@ def register_help() -> str:
     return "hydra/help=crude_link"
 
 
-def default_overrides(argv: Sequence[str], root: Path, pid: int) -> List[str]:
-    """Return Hydra overrides that put run folders under the root, unique per process."""
+def default_overrides(argv: Sequence[str], root: Path, pid: int,
+                      configured: Sequence[str] = ()) -> List[str]:
+    """Return Hydra overrides that put run folders under the root, unique per process.
+
+    A folder the user sets, on the command line or in the config (configured), wins.
+    """
     stamp = "${now:%Y-%m-%d}/${now:%H-%M-%S}-" + str(pid)
     quoted_root = str(root).replace("\\", "\\\\").replace("'", "\\'")
     overrides = []
     for key, folder in (("hydra.run.dir", "outputs"), ("hydra.sweep.dir", "multirun")):
-        if not any(arg.lstrip("+~").startswith(key + "=") for arg in argv):
+        if key not in configured and not any(arg.lstrip("+~").startswith(key + "=")
+                                             for arg in argv):
             overrides.append(f"{key}='{quoted_root}/{folder}/{stamp}'")
     return overrides
+
+
+def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
+    """Return which of hydra.run.dir / hydra.sweep.dir the primary config file sets."""
+    folder, name = root, "config"
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("--config-name", "-cn"):
+            name = value
+        elif flag in ("--config-dir", "-cd", "--config-path", "-cp"):
+            folder = root / value if flag in ("--config-path", "-cp") else Path(value)
+    path = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # Hydra will report a missing or unreadable config itself
+    if not re.search(r"^hydra\s*:", text, re.MULTILINE):
+        return []  # the usual case: no YAML parse at start-up
+    import yaml  # PyYAML comes with omegaconf
+
+    with contextlib.suppress(yaml.YAMLError):
+        node = (yaml.safe_load(text) or {}).get("hydra") or {}
+        return [f"hydra.{key}.dir" for key in ("run", "sweep")
+                if isinstance(node.get(key), dict) and "dir" in node[key]]
+    return []
 
 
 # Hydra's flags that take a value; its --info takes one optionally.
@@ -1579,8 +1608,8 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = with_overrides(sys.argv[1:], [
-        register_help(), *default_overrides(sys.argv[1:], ROOT, os.getpid())])
+    sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *default_overrides(
+        sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(sys.argv[1:], ROOT))])
     try:
         main()
     except SystemExit as hydra_exit:

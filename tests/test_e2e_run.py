@@ -635,3 +635,23 @@ def test_multirun_runs_every_job_under_multirun_and_fails_if_one_failed(
     summaries = sorted(project.glob("multirun/*/*/*/summary.json"))
     assert [load_json(path)["status"] for path in summaries] == ["failed", "succeeded"]
     assert list(project.glob("outputs/*/*/summary.json")) == []  # no run folder besides
+
+
+def test_a_run_dir_set_in_config_yaml_is_used(make_project: Any, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "runs"
+    project = make_project(
+        f"""\
+        steps:
+          - script: tasks/fate.py
+            arguments: {{record: record.json}}
+        hydra:
+          run:
+            dir: {elsewhere}/${{now:%H%M%S%f}}
+        """
+    )
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stderr
+    summaries = list(elsewhere.glob("*/summary.json"))
+    assert len(summaries) == 1, summaries
+    assert load_json(summaries[0])["status"] == "succeeded"
+    assert not list(project.glob("outputs/*/*/summary.json"))

@@ -503,6 +503,18 @@ def test_with_overrides_keeps_overrides_in_one_block(argv: List[str],
     assert scheduler.with_overrides(argv, ["X"]) == expected
 
 
+def test_a_run_dir_set_in_the_config_wins(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("steps: []\nhydra:\n  run:\n    dir: /x/${now:%H}\n")
+    (tmp_path / "confs").mkdir()
+    (tmp_path / "confs" / "other.yaml").write_text("hydra:\n  sweep: {dir: /y}\n")
+    assert scheduler.configured_run_dirs([], tmp_path) == ["hydra.run.dir"]
+    assert scheduler.configured_run_dirs(["-cd", str(tmp_path / "confs"), "--config-name",
+                                          "other"], tmp_path) == ["hydra.sweep.dir"]
+    assert scheduler.configured_run_dirs(["--config-name", "missing"], tmp_path) == []
+    assert scheduler.default_overrides([], Path("/r"), 1, ["hydra.run.dir"]) == [
+        "hydra.sweep.dir='/r/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-1'"]
+
+
 def test_importing_the_module_does_nothing() -> None:
     assert scheduler._job_exit_codes == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
