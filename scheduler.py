@@ -198,12 +198,8 @@ def has_type(value: Any, annotation: Any) -> bool:
 def check_keys(where: str, raw: Mapping[str, Any], schema: Any) -> List[str]:
     """Return a problem for each key the schema lacks, with a did-you-mean hint."""
     known = sorted(f.name for f in fields(schema))
-    problems = []
-    for key in sorted(set(raw) - set(known), key=str):
-        close = _close_matches(str(key), known)
-        hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-        problems.append(f"{where}: unknown key '{key}'{hint}")
-    return problems
+    return [f"{where}: unknown key '{key}'{_did_you_mean(str(key), known, 'known keys')}"
+            for key in sorted(set(raw) - set(known), key=str)]
 
 
 def wrong_types(where: str, raw: Mapping[str, Any], schema: Any) -> Dict[str, str]:
@@ -357,15 +353,12 @@ def check_selection(names: List[str], options: Any) -> List[str]:
     return problems
 
 
-def _close_matches(word: str, choices: Sequence[str]) -> List[str]:
+def _did_you_mean(word: str, choices: List[str], listing: str = "steps") -> str:
+    """Return ' (did you mean 'x'?)' for a close choice, else '; <listing>: a, b'."""
     import difflib  # only a config with a typo pays for this import
 
-    return difflib.get_close_matches(word, choices, n=1)
-
-
-def _did_you_mean(word: str, choices: List[str]) -> str:
-    close = _close_matches(word, choices)
-    return f" (did you mean '{close[0]}'?)" if close else f"; steps: {', '.join(choices)}"
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; {listing}: {', '.join(choices)}"
 
 
 def check_config(steps: Any, options: Any, defaults: Any, root: Path) -> List[str]:
@@ -550,6 +543,9 @@ def render_key(key: Any) -> str:
 
 def render_string(text: str) -> str:
     """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
+    if "${" in text:  # else the task's OmegaConf reads an interpolation; escape it as it asks:
+        # backslashes right before "${" are doubled, then "${" becomes "\${"
+        text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
     if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
         return text
     if not all(map(_is_yaml_printable, text)):
@@ -985,18 +981,20 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
     step = planned.step
     env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name)
     log_path = pipeline.run_dir / planned.log_name
+    # The command ends with the rendered arguments: show them after the script as written.
+    words = len(flatten_arguments(step.arguments))
+    shown = " ".join([step.script, *planned.command[len(planned.command) - words:]])
+    command = shlex.join(planned.command)
     with open(log_path, "a+b", buffering=0) as log_file:
         attempt_no = 0
         while True:
             attempt_no += 1
             record.start_attempt(planned)
             entry = record.step(planned)
-            shown = " ".join([step.script, *render_arguments(step.arguments,
-                                                             step.argument_format)])
             again = f" (attempt {entry['attempts']})" if entry["attempts"] > 1 else ""
             pipeline.console.say(f"▶ [{planned.index}/{len(record.data['steps'])}] "
                                  f"{planned.name}{again}: {shown}", "cyan", bold=True)
-            log.info("command: %s", shlex.join(planned.command))
+            log.info("command: %s", command)
             separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt "
                          f"{entry['attempts']} at {now_iso()} ===\n").encode()
             if not _ends_with_newline(log_file.fileno()):
@@ -1310,33 +1308,24 @@ def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
 
 
 def _resolve_each(node: Any, where: str, problems: List[str]) -> Any:
-    if isinstance(node, DictConfig):
-        out = {}
-        for key in node:
-            try:
-                child = node[key]
-            except OmegaConfBaseException as error:
-                text = OmegaConf.to_container(node)[key]  # type: ignore[index]
-                problems.append(f"{where}.{key!s}: cannot resolve {text!r}: {_first_line(error)}")
-                continue
-            out[key] = _resolve_each(child, f"{where}.{key!s}", problems)
-        return out
-    if isinstance(node, ListConfig):
-        items = []
-        for index in range(len(node)):
-            try:
-                child = node[index]
-            except OmegaConfBaseException as error:
-                problems.append(f"{where}[{index}]: cannot resolve: {_first_line(error)}")
-                continue
-            items.append(_resolve_each(child, f"{where}[{index}]", problems))
-        return items
-    return node
+    if not isinstance(node, (DictConfig, ListConfig)):
+        return node
+    is_dict = isinstance(node, DictConfig)
+    raw: Any = OmegaConf.to_container(node)  # the unresolved text, for messages
+    resolved: Dict[Any, Any] = {}
+    for key in (list(node) if is_dict else range(len(node))):
+        path = f"{where}.{key!s}" if is_dict else f"{where}[{key}]"
+        try:
+            child = node[key]
+        except OmegaConfBaseException as error:
+            problems.append(f"{path}: cannot resolve {raw[key]!r}: {_first_line(error)}")
+            continue
+        resolved[key] = _resolve_each(child, path, problems)
+    return resolved if is_dict else list(resolved.values())
 
 
-def name_steps_in(problems: List[str], steps: Any, defaults: Any) -> List[str]:
+def name_steps_in(problems: List[str], names: List[str]) -> List[str]:
     """Return `steps[2].arguments.x: ...` problems as `steps[2] (train): arguments.x ...`."""
-    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
 
     def locate(match: "re.Match[str]") -> str:
         index = int(match.group(1))
@@ -1367,11 +1356,10 @@ def load_config(cfg: DictConfig, root: Path, python: str
     steps = resolve_section(cfg.get("steps"), "steps", unresolved)
     options = resolve_section(cfg.get("scheduler"), "scheduler", unresolved)
     defaults = OmegaConf.to_container(cfg["default"]) if "default" in cfg else None
-    problems = check_config(steps, options, defaults, root) + name_steps_in(unresolved, steps,
-                                                                            defaults)
+    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
+    problems = check_config(steps, options, defaults, root) + name_steps_in(unresolved, names)
     if problems:
         return [], SchedulerOptions(), problems
-    names, _ = derive_names(steps, defaults)
     chosen = SchedulerOptions(**(options or {}))
     return plan_steps(steps, names, root, python, chosen.launcher or ()), chosen, []
 

@@ -20,7 +20,7 @@ import scheduler  # noqa: E402
 
 def from_cli(words: List[str]) -> Dict[str, Any]:
     """Return what a task sees when it reads its argv with OmegaConf.from_cli()."""
-    container = OmegaConf.to_container(OmegaConf.from_cli(words))
+    container = OmegaConf.to_container(OmegaConf.from_cli(words), resolve=True)
     assert isinstance(container, dict)
     return {str(k): v for k, v in container.items()}
 
@@ -40,6 +40,7 @@ def from_cli(words: List[str]) -> Dict[str, Any]:
     ("a b", "'a b'"), ("x=y", "'x=y'"), ("[x]", "'[x]'"),
     ("it's", '"it\'s"'),  # both YAML and Hydra read double quotes the same way
     ("line\nbreak", '"line\\nbreak"'),
+    ("${x}", "'\\${x}'"),  # else the task's OmegaConf reads an interpolation
 ])
 def test_render_value(value: Any, expected: str) -> None:
     assert scheduler.render_value(value) == expected
@@ -93,6 +94,7 @@ def test_hydra_reads_rendered_values_the_same_where_quotes_agree(value: Any) -> 
     if isinstance(value, str) and value.endswith("\\"):
         return  # Hydra reads a backslash before the closing quote as an escape
     parsed = OverridesParser.create().parse_override(f"k={text}").value()
+    parsed = OmegaConf.create({"k": parsed})["k"]  # as a Hydra app reads it: escapes resolved
     if isinstance(value, float) and isinstance(parsed, float):
         assert parsed == value
     else:
@@ -411,8 +413,7 @@ def test_edit_crontab_replaces_only_its_own_line_and_keeps_the_rest() -> None:
 
 def test_name_steps_in_puts_the_step_name_beside_its_index() -> None:
     problems = ["steps[1].arguments.x: cannot resolve '${y}': nope", "scheduler.only: bad"]
-    steps = [{"script": "a.py"}, {"script": "tasks/train.py"}]
-    assert scheduler.name_steps_in(problems, steps, None) == [
+    assert scheduler.name_steps_in(problems, ["a", "train"]) == [
         "steps[1] (train): arguments.x cannot resolve '${y}': nope", "scheduler.only: bad"]
 
 
