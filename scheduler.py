@@ -53,8 +53,8 @@ EXIT_SIGNAL_BASE = 128
 EXIT_INTERRUPT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
 EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
 
-CHUNK_SIZE = 64 * 1024
 PIPE_SIZE = 1024 * 1024
+CHUNK_SIZE = PIPE_SIZE  # read what the pipe holds: 16x fewer reads and writes than 64 KiB
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in Python 3.10+; Linux's value
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
 TAIL_LINES = 10
@@ -1453,7 +1453,7 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
             selected = select_steps(plan, options, start)
             console.say(f"crude-link: resuming {previous[0]} at step {start} "
                         f"'{plan[start - 1].name}'")
-        pipeline = Pipeline(ROOT, run_dir, options, console, StopRequest(), os.environ,
+        pipeline = Pipeline(ROOT, run_dir, options, console, StopRequest(), dict(os.environ),
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
         record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
