@@ -13,6 +13,7 @@ argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
 record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
+import _thread
 import contextlib
 import fcntl
 import json
@@ -22,9 +23,11 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -34,6 +37,8 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 from termcolor import colored
@@ -43,6 +48,7 @@ from termcolor import colored
 ROOT = Path(__file__).resolve().parent
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # a multirun job that failed without an exit code of its own
 EXIT_CONFIG_ERROR = 2
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: crude-link itself failed
 EXIT_LOCKED = 75
@@ -59,6 +65,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in Python 3.10+; Li
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
 TAIL_LINES = 10
 POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
+SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
 
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
 
@@ -608,6 +615,8 @@ class StopRequest:
 
     def handle(self, signum: int, frame: Any) -> None:
         """Record the signal and pass it on to the running step at once."""
+        if signum == signal.SIGUSR2:  # Slurm's time limit is near: stop as for SIGTERM
+            signum = signal.SIGTERM
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
         if self.group is not None:
@@ -619,6 +628,65 @@ def signal_group(group: int, signum: int) -> None:
     """Send a signal to a process group that may already be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)
+
+
+class SlurmJob:
+    """The Slurm job an `srun` step runs as, found by srun's session id (the step's pid).
+
+    srun does not pass signals on as they are: SIGTERM makes it SIGKILL the job step (exit
+    137) and a single SIGINT only prints its status. `scancel -s` delivers the signal itself
+    to the step's tasks, so they can clean up, and srun then exits as they do (130, 143).
+    """
+
+    def __init__(self, srun_pid: int) -> None:
+        self.sid = str(srun_pid)
+        self.job: Optional[str] = None
+
+    def find(self) -> Optional[str]:
+        """Return the job's state (PENDING, RUNNING...) and remember its id; None if unseen."""
+        try:
+            listing = subprocess.run(
+                ["squeue", "--noheader", "--user", str(os.getuid()),
+                 "--Format", "JobID:|,AllocSID:|,State:|"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        for line in listing.stdout.splitlines():
+            job, sid, state = (field.strip() for field in (line.split("|") + ["", ""])[:3])
+            if sid == self.sid:
+                self.job = job
+                return state
+        return None
+
+    def send(self, signum: int) -> None:
+        """Deliver signum to the job's tasks (a pending job is cancelled outright)."""
+        state = self.find()
+        if state is None:  # not (or no longer) in squeue: srun is all there is to stop
+            signal_group(int(self.sid), signal.SIGKILL if signum == signal.SIGKILL
+                         else signal.SIGTERM)  # srun ends the step on SIGTERM, not SIGINT
+            return
+        if state == "PENDING":
+            self.scancel()
+        else:
+            self.scancel("--signal", signal.Signals(signum).name[3:])
+        if signum == signal.SIGKILL:
+            signal_group(int(self.sid), signal.SIGKILL)
+
+    def scancel(self, *options: str) -> None:
+        """Run scancel on the job (no options: cancel it); say nothing if it is gone."""
+        if self.job is not None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(["scancel", *options, self.job], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=SLURM_TIMEOUT)
+
+
+def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
+                                                               Optional[SlurmJob]]:
+    """Return how to signal a started step, and its Slurm job when it runs through srun."""
+    if Path(command[0]).name == "srun":
+        job = SlurmJob(pid)
+        return job.send, job
+    return lambda signum: signal_group(pid, signum), None
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -690,7 +758,10 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
         terminal.write(message)
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
         return Attempt(code, False, time.monotonic() - started, message)
-    stop.group = proc.pid
+    send, slurm = step_signaller(command, proc.pid)
+    # The signal handler passes a stop on at once to a plain step; an srun step needs
+    # squeue and scancel, which the loop below runs instead (within POLL_INTERVAL).
+    stop.group = None if slurm else proc.pid
     assert proc.stdout is not None
     out = proc.stdout.fileno()
     with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
@@ -720,14 +791,14 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
             now = time.monotonic()
             if now >= deadline and not timed_out and not exited:
                 timed_out = True
-                signal_group(proc.pid, signal.SIGTERM)
+                send(signal.SIGTERM)
                 kill_at = now + kill_grace
             if stop.signum is not None and kill_at == math.inf and not exited:
                 if stop.forwarded_to != proc.pid:  # arrived before the group was known
-                    signal_group(proc.pid, stop.signum)
+                    send(stop.signum)
                 kill_at = stop.at + kill_grace
             if now >= kill_at and not exited:
-                signal_group(proc.pid, signal.SIGKILL)
+                send(signal.SIGKILL)
                 kill_at = math.nan  # killed once; never again
             wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
             ready = select.select(watch, [], [], wait)[0] if watch else []
@@ -745,7 +816,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
     except BaseException:  # as subprocess.run does: never leave the step behind
-        signal_group(proc.pid, signal.SIGKILL)
+        send(signal.SIGKILL)
         raise
     finally:
         stop.group = None
@@ -753,6 +824,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
         if exit_fd is not None:
             os.close(exit_fd)
         proc.wait()
+        if slurm is not None and (timed_out or stop.signum is not None):
+            slurm.scancel()  # whatever srun did on its way out: leave no job in squeue
     code = proc.returncode
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
     if timed_out:
@@ -1145,22 +1218,26 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
 # ── Lock, resume and dry run (I/O) ───────────────────────────────────────
 
 
-def acquire_lock(path: Path, run_dir: Path) -> Tuple[Optional[BinaryIO], str]:
+def acquire_lock(path: Path, run_dir: Path, shared: bool = False
+                 ) -> Tuple[Optional[BinaryIO], str]:
     """Take the root's run lock; return (the open lock file, "") or (None, who holds it).
 
     flock belongs to the open file, so the lock dies with its process: no stale locks.
+    The jobs of a multirun share it (shared=True): they may run at once, on a cluster,
+    while a plain run, such as cron's, still finds the root busy, and waits for none.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().decode("utf-8", errors="replace").strip()
         handle.close()
         return None, holder or "another crude-link run"
+    what = f"a multirun, {run_dir.parent}" if shared else f"pid {os.getpid()}"
     handle.truncate(0)
-    handle.write(f"pid {os.getpid()}, started {now_iso()}, run folder {run_dir}\n".encode())
+    handle.write(f"{what}, started {now_iso()}, run folder {run_dir}\n".encode())
     handle.flush()
     return handle, ""
 
@@ -1372,6 +1449,7 @@ def _log_to_file_only() -> None:
 
 
 _job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
+_LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
 @contextlib.contextmanager
@@ -1416,7 +1494,21 @@ def main(cfg: DictConfig) -> None:
                                *cron_invocation(HydraConfig.get()), quiet=options.quiet)
         _job_exit_codes.append(run_cron_action(options.cron, line, tag))
         return
-    _job_exit_codes.append(run_job(plan, options, run_dir, steps_dir, previous))
+    code = run_job(plan, options, run_dir, steps_dir, previous)
+    _job_exit_codes.append(code)
+    if code and os.getpid() != _LAUNCHING_PID:
+        # A job in a process of its own (submitit on Slurm, say): its exit code would stay
+        # there, so fail through Hydra, which raises this in the launching process.
+        raise JobFailed(f"crude-link: job {HydraConfig.get().job.num} failed "
+                        f"(exit code {code}); its run folder: {run_dir}")
+
+
+class JobFailed(CompactHydraException):
+    """A multirun job failed (Hydra prints only this message; crude-link's report follows)."""
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _wants_resume(cfg: DictConfig) -> bool:
@@ -1432,8 +1524,8 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
     if options.dry_run:
         print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
         return EXIT_OK
-    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir) if options.lock
-                    else (None, ""))
+    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
+                    if options.lock else (None, ""))
     if holder:
         print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
                       f"Wait for it, or stop it first.", "red"), file=sys.stderr)
@@ -1467,8 +1559,12 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
 
 def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
     """Run the pipeline with SIGINT/SIGTERM passed on to steps; return its exit code."""
-    saved = {sig: signal.signal(sig, pipeline.stop.handle)
-             for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if callable(signal.getsignal(signal.SIGUSR2)):
+        # A submitit job on Slurm: SIGUSR2 says its time limit is near. submitit's own
+        # handler would raise in the middle of a step; stop the step cleanly instead.
+        signals.append(signal.SIGUSR2)
+    saved = {sig: signal.signal(sig, pipeline.stop.handle) for sig in signals}
     try:
         return run_pipeline(pipeline, record, selected)
     except Exception:
@@ -1480,6 +1576,212 @@ def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedSte
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ── Multirun: the launching process (I/O) ────────────────────────────────
+
+# Slurm's reasons for a pending job that no amount of waiting cures.
+NEVER_STARTS = frozenset([
+    "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+    "InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit",
+    "QOSMaxGRESPerJob", "QOSMaxNodePerJobLimit", "QOSMaxWallDurationPerJobLimit",
+    "AssocMaxCpuPerJobLimit", "AssocMaxGRESPerJob", "AssocMaxNodePerJobLimit",
+    "AssocMaxWallDurationPerJobLimit"])
+SWEEP_POLL = 1.0  # seconds between two looks at the sweep's jobs in squeue
+NO_RESULT_GRACE = 10.0  # how long jobs gone from squeue may take to leave their results
+
+
+class SweepStopped(BaseException):
+    """SIGTERM reached the launching process of a multirun."""
+
+
+class SweepWatch:
+    """The launching process of a multirun: its jobs on Slurm, and a report at the end.
+
+    hydra-submitit-launcher waits for a result file from each job; without Slurm
+    accounting (no sacct) it waits forever for a job that never writes one: one
+    cancelled while pending, or pending for more than any node has. A thread looks at
+    squeue for this sweep's jobs (their output files are in the sweep folder), cancels
+    those that can never start, and ends the wait when no job is left in squeue but
+    some left no result. Ctrl-C or SIGTERM cancels every job of the sweep.
+    """
+
+    def __init__(self, root: Path, pid: int) -> None:
+        self.root, self.pid, self.started = root, pid, time.time()
+        self.problems: Dict[str, str] = {}  # Slurm job (or array) id → why it has no result
+        self.gave_up = False
+        self._done = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "SweepWatch":
+        if shutil.which("squeue"):
+            self._thread = threading.Thread(target=self._watch, name="sweep-watch",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def sweep_dir(self) -> Optional[Path]:
+        """Return this process's sweep folder (crude-link's default names it by pid)."""
+        found = [path for path in self.root.glob(f"multirun/*/*-{self.pid}")
+                 if path.is_dir() and path.stat().st_mtime >= self.started - 1]
+        return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+    def _watch(self) -> None:
+        since: Optional[float] = None
+        while not self._done.wait(SWEEP_POLL):
+            folder = self.sweep_dir()
+            jobs = self.queued(folder) if folder else None
+            if folder is None or jobs is None:
+                continue
+            for job, state, reason in jobs:
+                key = job.split("_[")[0]  # a pending array is one row, 11_[0-3]: note 11
+                if state == "PENDING" and reason in NEVER_STARTS and key not in self.problems:
+                    self.problems[key] = (f"can never start: Slurm says {reason} (it asks for "
+                                          f"more than the partition or any node offers)")
+                    _scancel(job)
+            missing = [] if jobs else self.without_result(folder)
+            since = (since or time.monotonic()) if missing else None
+            if since is not None and time.monotonic() - since >= NO_RESULT_GRACE:
+                for job in missing:
+                    self.problems.setdefault(job, "ended without a result: cancelled, or "
+                                                  "killed before crude-link could finish it")
+                self.gave_up = True
+                _thread.interrupt_main()  # stop waiting for results that will never come
+                return
+
+    def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str]]]:
+        """Return (job id, state, reason) of the sweep's jobs in squeue; None if it fails."""
+        try:
+            listing = subprocess.run(
+                ["squeue", "--noheader", "--user", str(os.getuid()),
+                 "--Format", "JobID:|,State:|,Reason:|,StdOut:|"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if listing.returncode:
+            return None
+        rows = [[field.strip() for field in line.split("|")] + ["", "", "", ""]
+                for line in listing.stdout.splitlines()]
+        inside = f"{folder}{os.sep}"
+        return [(row[0], row[1], row[2]) for row in rows if row[3].startswith(inside)]
+
+    @staticmethod
+    def without_result(folder: Path) -> List[str]:
+        """Return the ids of the sweep's submitted jobs that have left no result (yet)."""
+        jobs = folder / ".submitit"
+        if not jobs.is_dir():
+            return []
+        return sorted(job.name for job in jobs.iterdir() if job.is_dir()
+                      and any(job.glob("*_submitted.pkl")) and not any(job.glob("*_result.pkl")))
+
+    def cancel(self, signum: int) -> None:
+        """Stop every job of the sweep: running ones get signum, so they end as interrupted."""
+        folder = self.sweep_dir()
+        jobs = self.queued(folder) if folder else None
+        if not folder or not jobs:
+            return
+        print(f"crude-link: cancelling the sweep's {len(jobs)} job(s) in Slurm", file=sys.stderr)
+        for job, state, _ in jobs:
+            if state == "PENDING":
+                _scancel(job)
+            else:
+                _scancel(job, "--signal", signal.Signals(signum).name[3:])
+        end = time.monotonic() + NO_RESULT_GRACE
+        while (jobs := self.queued(folder)) and time.monotonic() < end:
+            time.sleep(0.2)
+        for job, _, _ in jobs or []:
+            _scancel(job)
+
+    def report(self) -> Tuple[List[str], int]:
+        """Return lines naming each failed job and its logs, and the exit code to end with."""
+        folder = self.sweep_dir()
+        if folder is None:
+            return [], EXIT_OK
+        slurm = {_job_number(path.name): path for path in (folder / ".submitit").glob("*")
+                 if any(path.glob("*_submitted.pkl"))}
+        numbers = sorted({int(path.name) for path in folder.iterdir() if path.name.isdigit()}
+                         | set(slurm))
+        lines, codes = [], []
+        for number in numbers:
+            job = folder / str(number)
+            summary: Dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                summary = json.loads((job / "summary.json").read_text("utf-8"))
+            task = slurm[number].name if number in slurm else None
+            problem = task and (self.problems.get(task.split("_")[0]) or self.problems.get(task))
+            if summary.get("status") == SUCCEEDED and not problem:
+                continue
+            code = summary.get("exit_code") or EXIT_FAILED
+            codes.append(code)
+            if problem:
+                how = problem
+            elif summary:
+                how = f"{summary.get('status')}, exit code {code}; {job / 'summary.json'}"
+            else:
+                how = f"no summary.json: it stopped before running a step; {job / 'scheduler.log'}"
+            lines.append(f"  job {number}{_job_overrides(job)}: {how}")
+            if number in slurm:
+                lines.extend(f"    Slurm output: {log}"
+                             for log in sorted(slurm[number].glob("*_log.*")))
+        if lines:
+            lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
+                            f"in {folder}:")
+        return lines, codes[0] if codes else EXIT_OK
+
+
+def _scancel(job: str, *options: str) -> None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["scancel", *options, job], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=SLURM_TIMEOUT)
+
+
+def _job_number(submitit_id: str) -> int:
+    """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
+    return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
+
+
+def _job_overrides(job: Path) -> str:
+    """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
+    with contextlib.suppress(OSError):
+        words = re.findall(r"^- (.*)$", (job / ".hydra" / "overrides.yaml").read_text("utf-8"),
+                           re.MULTILINE)
+        return f" ({' '.join(words)})" if words else ""
+    return ""
+
+
+def run_multirun(watch: SweepWatch) -> int:
+    """Run Hydra's multirun from the launching process; return the exit code to end with."""
+
+    def stopped(signum: int, frame: Any) -> None:
+        raise SweepStopped(signum)
+
+    signal.signal(signal.SIGTERM, stopped)
+    hydra_code: Any = EXIT_OK
+    stop_code = None
+    try:
+        with watch:
+            main()
+    except SystemExit as hydra_exit:
+        hydra_code = hydra_exit.code
+    except (KeyboardInterrupt, SweepStopped) as stop:
+        signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
+        if not watch.gave_up:
+            stop_code = EXIT_SIGNAL_BASE + signum
+            watch.cancel(signum)
+    lines, failed = watch.report()
+    for line in lines:
+        print(line, file=sys.stderr)
+    if stop_code is not None:
+        return stop_code
+    jobs = next((code for code in _job_exit_codes if code), EXIT_OK)
+    if hydra_code == 1 and not lines and not _job_exit_codes:
+        return EXIT_CONFIG_ERROR  # Hydra's own error, before any job ran
+    return jobs or failed or (hydra_code if isinstance(hydra_code, int) else EXIT_FAILED)
 
 
 # ── Command line: help and Hydra's argv ──────────────────────────────────
@@ -1598,6 +1900,8 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
 if __name__ == "__main__":
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *default_overrides(
         sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(sys.argv[1:], ROOT))])
+    if "-m" in sys.argv or "--multirun" in sys.argv:
+        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid())))
     try:
         main()
     except SystemExit as hydra_exit:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pexpect
 import pytest
+import slurm_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -198,3 +199,33 @@ def terminal_text(child: Any) -> str:
     """Return everything the child wrote to its terminal so far."""
     child.logfile_read.flush()
     return Path(child.logfile_read.name).read_text(encoding="utf-8")
+
+
+# ── A real single-node Slurm ─────────────────────────────────────────────
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start munged, slurmctld and slurmd once for the session; SLURM_CONF points at it."""
+    missing = slurm_cluster.missing_programs()
+    if missing:
+        pytest.skip(f"Slurm is not installed here (no {', '.join(missing)}): "
+                    ".ci/run installs Debian's slurm-wlm and munge")
+    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    os.environ["SLURM_CONF"] = str(cluster.conf)  # the scheduler, srun and sbatch inherit it
+    try:
+        yield cluster
+    finally:
+        os.environ.pop("SLURM_CONF", None)
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster_session: Any) -> Iterator[Any]:
+    """The session's Slurm, with an empty queue before the test and checked after it."""
+    left = slurm_cluster_session.wait_queue_empty()
+    assert not left, f"jobs left over from an earlier test: {left}"
+    yield slurm_cluster_session
+    left = slurm_cluster_session.wait_queue_empty(timeout=5)
+    slurm_cluster_session.stop_jobs()
+    assert not left, f"the test left jobs in squeue: {left}"

@@ -12,6 +12,8 @@ this order (each only when its argument is given):
   progress=N         "\\rprogress i/N" for i in 1..N on stdout, no newline
   binary=true        BINARY (below) on stdout
   bytes=N            N bytes of "x" on stdout in 1 MiB os.write calls, no newline
+  trap=true          on SIGTERM/SIGINT print "fate: got SIGTERM" (or SIGINT), exit 128+N
+  ignore_term=true   ignore SIGTERM (a step that must be killed)
   wait_for=PATH      "waiting" and a newline, then sleep until PATH exists
   sleep=S            sleep S seconds
   signal=N           kill itself with signal N
@@ -23,6 +25,7 @@ this order (each only when its argument is given):
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,7 +46,7 @@ def write_stdout(data: bytes) -> None:
 
 def record(path: str, args: dict) -> None:
     """Write what this process received, as JSON."""
-    keep = ("CRUDE_LINK_", "PYTHONUNBUFFERED", "TEST_")
+    keep = ("CRUDE_LINK_", "PYTHONUNBUFFERED", "TEST_", "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK")
     received = {
         "args": args,
         "argv": sys.argv[1:],
@@ -53,6 +56,11 @@ def record(path: str, args: dict) -> None:
         "env": {k: v for k, v in os.environ.items() if k.startswith(keep)},
     }
     Path(path).write_text(json.dumps(received, indent=2), encoding="utf-8")
+
+
+def trapped(signum: int, frame: object) -> None:
+    print(f"fate: got {signal.Signals(signum).name}", flush=True)
+    sys.exit(128 + signum)
 
 
 def main() -> int:
@@ -77,6 +85,11 @@ def main() -> int:
     while left > 0:
         write_stdout(b"x" * min(MIB, left))
         left -= MIB
+    if args.get("trap"):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, trapped)
+    if args.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if "wait_for" in args:
         print("waiting", flush=True)
         while not Path(args["wait_for"]).exists():
