@@ -667,17 +667,18 @@ class SlurmJob:
             return
         if state == "PENDING":
             self.scancel()
+        elif signum == signal.SIGKILL:
+            # KILL to a whole job is a plain cancel (SIGTERM, then KillWait): aim at srun's
+            # job step, whose tasks then die at once.
+            self.scancel("--signal", "KILL", step=".0")
+            signal_group(int(self.sid), signal.SIGKILL)
         else:
             self.scancel("--signal", signal.Signals(signum).name[3:])
-        if signum == signal.SIGKILL:
-            signal_group(int(self.sid), signal.SIGKILL)
 
-    def scancel(self, *options: str) -> None:
+    def scancel(self, *options: str, step: str = "") -> None:
         """Run scancel on the job (no options: cancel it); say nothing if it is gone."""
         if self.job is not None:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["scancel", *options, self.job], stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=SLURM_TIMEOUT)
+            _scancel(self.job + step, *options)
 
 
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
