@@ -1,6 +1,8 @@
 """Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
 
+import json
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -520,6 +522,88 @@ def test_importing_the_module_does_nothing() -> None:
     assert scheduler._job_exit_codes == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
+
+
+# ── Lock modes and the sweep report (small I/O, in tmp_path) ─────────────
+
+
+def test_multirun_jobs_share_the_lock_and_a_plain_run_is_kept_out(tmp_path: Path) -> None:
+    lock = tmp_path / "outputs" / "lock"
+    first, holder = scheduler.acquire_lock(lock, tmp_path / "multirun" / "s" / "0", shared=True)
+    second, _ = scheduler.acquire_lock(lock, tmp_path / "multirun" / "s" / "1", shared=True)
+    assert first is not None and second is not None and holder == ""
+    plain, holder = scheduler.acquire_lock(lock, tmp_path / "outputs" / "run")
+    assert plain is None
+    assert holder.startswith(f"a multirun, {tmp_path / 'multirun' / 's'}, started ")
+    first.close()
+    second.close()
+    plain, holder = scheduler.acquire_lock(lock, tmp_path / "outputs" / "run")
+    assert plain is not None and holder == ""
+    job, holder = scheduler.acquire_lock(lock, tmp_path / "multirun" / "s" / "2", shared=True)
+    assert job is None and holder.startswith(f"pid {os.getpid()}, started ")
+    plain.close()
+
+
+@pytest.mark.parametrize("submitit_id, number", [("11_0", 0), ("11_12", 12), ("11", 0)])
+def test_job_number_of_a_submitit_job_id(submitit_id: str, number: int) -> None:
+    assert scheduler._job_number(submitit_id) == number
+
+
+def make_sweep(root: Path, pid: int, jobs: Dict[int, Any]) -> Path:
+    """Write a sweep folder as submitit and crude-link leave it: {n: summary or None}."""
+    sweep = root / "multirun" / "2026-11-28" / f"10-00-00-{pid}"
+    for number, summary in jobs.items():
+        slurm = sweep / ".submitit" / f"7_{number}"
+        slurm.mkdir(parents=True)
+        (slurm / f"7_{number}_submitted.pkl").write_bytes(b"")
+        (slurm / f"7_{number}_0_log.out").write_text("")
+        job = sweep / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- x={number}\n- lr=0.1\n")
+        if summary is not None:
+            (job / "summary.json").write_text(json.dumps(summary))
+            (slurm / f"7_{number}_0_result.pkl").write_bytes(b"")
+    return sweep
+
+
+def test_sweep_report_names_each_failed_job_with_its_logs(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, 42, {
+        0: {"status": "succeeded", "exit_code": 0},
+        1: {"status": "failed", "exit_code": 3},
+        2: None,  # never started: no summary, no result
+        3: {"status": "interrupted", "exit_code": 143},
+    })
+    watch = scheduler.SweepWatch(tmp_path, 42)
+    watch.problems["7_2"] = "ended without a result"
+    assert watch.without_result(sweep) == ["7_2"]
+    lines, code = watch.report()
+    assert code == 3
+    assert lines == [
+        f"crude-link: 3 of 4 job(s) failed in {sweep}:",
+        f"  job 1 (x=1 lr=0.1): failed, exit code 3; {sweep / '1' / 'summary.json'}",
+        f"    Slurm output: {sweep / '.submitit' / '7_1' / '7_1_0_log.out'}",
+        "  job 2 (x=2 lr=0.1): ended without a result",
+        f"    Slurm output: {sweep / '.submitit' / '7_2' / '7_2_0_log.out'}",
+        f"  job 3 (x=3 lr=0.1): interrupted, exit code 143; {sweep / '3' / 'summary.json'}",
+        f"    Slurm output: {sweep / '.submitit' / '7_3' / '7_3_0_log.out'}",
+    ]
+
+
+def test_sweep_report_is_empty_when_every_job_succeeded(tmp_path: Path) -> None:
+    make_sweep(tmp_path, 42, {n: {"status": "succeeded", "exit_code": 0} for n in range(2)})
+    make_sweep(tmp_path / "other", 43, {0: {"status": "failed", "exit_code": 1}})
+    assert scheduler.SweepWatch(tmp_path, 42).report() == ([], 0)
+
+
+def test_a_problem_noted_for_a_pending_array_applies_to_each_of_its_jobs(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, 42, {0: None, 1: None})
+    watch = scheduler.SweepWatch(tmp_path, 42)
+    watch.problems["7"] = "can never start: Slurm says PartitionConfig"
+    lines, code = watch.report()
+    assert code == 1 and lines[0] == f"crude-link: 2 of 2 job(s) failed in {sweep}:"
+    assert [line for line in lines if "never" in line] == [
+        "  job 0 (x=0 lr=0.1): can never start: Slurm says PartitionConfig",
+        "  job 1 (x=1 lr=0.1): can never start: Slurm says PartitionConfig"]
 
 # ── Documentation ────────────────────────────────────────────────────────
 
