@@ -615,12 +615,17 @@ class StopRequest:
 
     def handle(self, signum: int, frame: Any) -> None:
         """Record the signal and pass it on to the running step at once."""
+        # In a Slurm job step (a submitit job, `srun python scheduler.py`), Slurm's signals
+        # (scancel, Ctrl-C to srun) reach every process of the step, the running step
+        # included: SIGINT/SIGTERM are not passed on a second time; kill_grace still holds.
+        from_slurm = "SLURM_STEP_ID" in os.environ and signum != signal.SIGUSR2
         if signum == signal.SIGUSR2:  # Slurm's time limit is near: stop as for SIGTERM
             signum = signal.SIGTERM
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
         if self.group is not None:
-            signal_group(self.group, signum)
+            if not from_slurm:
+                signal_group(self.group, signum)
             self.forwarded_to = self.group
 
 
@@ -1640,9 +1645,8 @@ class SweepWatch:
             if folder is None or jobs is None:
                 continue
             for job, state, reason in jobs:
-                key = job.split("_[")[0]  # a pending array is one row, 11_[0-3]: note 11
-                if state == "PENDING" and reason in NEVER_STARTS and key not in self.problems:
-                    self.problems[key] = (f"can never start: Slurm says {reason} (it asks for "
+                if state == "PENDING" and reason in NEVER_STARTS and job not in self.problems:
+                    self.problems[job] = (f"can never start: Slurm says {reason} (it asks for "
                                           f"more than the partition or any node offers)")
                     _scancel(job)
             missing = [] if jobs else self.without_result(folder)
@@ -1656,11 +1660,16 @@ class SweepWatch:
                 return
 
     def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str]]]:
-        """Return (job id, state, reason) of the sweep's jobs in squeue; None if it fails."""
+        """Return (job id, state, reason) of the sweep's jobs in squeue; None if it fails.
+
+        Ids are as submitit names its folders: 11_2 for array task 2 (squeue's JobID would
+        give the array's own id, 11, to one of its tasks, and scancel 11 means them all);
+        the pending tasks of an array, one row 11_[0-3] in squeue, come back as 11.
+        """
         try:
             listing = subprocess.run(
                 ["squeue", "--noheader", "--user", str(os.getuid()),
-                 "--Format", "JobID:|,State:|,Reason:|,StdOut:|"],
+                 "--Format", "JobArrayID:|,State:|,Reason:|,StdOut:|"],
                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -1669,7 +1678,8 @@ class SweepWatch:
         rows = [[field.strip() for field in line.split("|")] + ["", "", "", ""]
                 for line in listing.stdout.splitlines()]
         inside = f"{folder}{os.sep}"
-        return [(row[0], row[1], row[2]) for row in rows if row[3].startswith(inside)]
+        return [(row[0].split("_[")[0], row[1], row[2]) for row in rows
+                if row[3].startswith(inside)]
 
     @staticmethod
     def without_result(folder: Path) -> List[str]:
