@@ -25,6 +25,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -609,6 +610,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self.why = ""  # the signal that arrived, in words, for the run's last message
         self.at = 0.0
         self.group: Optional[int] = None
         self.forwarded_to: Optional[int] = None
@@ -619,10 +621,11 @@ class StopRequest:
         # (scancel, Ctrl-C to srun) reach every process of the step, the running step
         # included: SIGINT/SIGTERM are not passed on a second time; kill_grace still holds.
         from_slurm = "SLURM_STEP_ID" in os.environ and signum != signal.SIGUSR2
+        why = signal.Signals(signum).name
         if signum == signal.SIGUSR2:  # Slurm's time limit is near: stop as for SIGTERM
-            signum = signal.SIGTERM
+            signum, why = signal.SIGTERM, "SIGUSR2 (the Slurm job's time limit is near)"
         if self.signum is None:
-            self.signum, self.at = signum, time.monotonic()
+            self.signum, self.at, self.why = signum, time.monotonic(), why
         if self.group is not None:
             if not from_slurm:
                 signal_group(self.group, signum)
@@ -636,37 +639,42 @@ def signal_group(group: int, signum: int) -> None:
 
 
 class SlurmJob:
-    """The Slurm job an `srun` step runs as, found by srun's session id (the step's pid).
+    """The Slurm job (or job step) an `srun` step runs as, found by srun's pid.
 
     srun does not pass signals on as they are: SIGTERM makes it SIGKILL the job step (exit
     137) and a single SIGINT only prints its status. `scancel -s` delivers the signal itself
     to the step's tasks, so they can clean up, and srun then exits as they do (130, 143).
+    srun makes a job of its own, whose AllocSID in squeue is srun's session: the step's pid.
+    Inside an allocation (salloc, sbatch) it makes a job step, whose SrunHost:Pid is srun's.
     """
 
     def __init__(self, srun_pid: int) -> None:
         self.sid = str(srun_pid)
-        self.job: Optional[str] = None
+        self.job: Optional[str] = None  # "12" (srun's own job) or "12.3" (a job step)
 
     def find(self) -> Optional[str]:
         """Return the job's state (PENDING, RUNNING...) and remember its id; None if unseen."""
-        try:
-            listing = subprocess.run(
-                ["squeue", "--noheader", "--user", str(os.getuid()),
-                 "--Format", "JobID:|,AllocSID:|,State:|"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        for line in listing.stdout.splitlines():
+        listing = _slurm_query(["squeue", "--noheader", "--user", str(os.getuid()),
+                                "--Format", "JobID:|,AllocSID:|,State:|"])
+        for line in listing.splitlines():
             job, sid, state = (field.strip() for field in (line.split("|") + ["", ""])[:3])
             if sid == self.sid:
                 self.job = job
                 return state
+        if "SLURM_JOB_ID" not in os.environ:
+            return None
+        host = socket.gethostname().split(".")[0]
+        for line in _slurm_query(["scontrol", "--oneliner", "show", "step"]).splitlines():
+            fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+            if fields.get("SrunHost:Pid") == f"{host}:{self.sid}" and "StepId" in fields:
+                self.job = fields["StepId"]
+                return fields.get("State", "RUNNING")
         return None
 
     def send(self, signum: int) -> None:
         """Deliver signum to the job's tasks (a pending job is cancelled outright)."""
         state = self.find()
-        if state is None:  # not (or no longer) in squeue: srun is all there is to stop
+        if state is None:  # not (or no longer) in Slurm: srun is all there is to stop
             signal_group(int(self.sid), signal.SIGKILL if signum == signal.SIGKILL
                          else signal.SIGTERM)  # srun ends the step on SIGTERM, not SIGINT
             return
@@ -675,7 +683,7 @@ class SlurmJob:
         elif signum == signal.SIGKILL:
             # KILL to a whole job is a plain cancel (SIGTERM, then KillWait): aim at srun's
             # job step, whose tasks then die at once.
-            self.scancel("--signal", "KILL", step=".0")
+            self.scancel("--signal", "KILL", step="" if "." in (self.job or "") else ".0")
             signal_group(int(self.sid), signal.SIGKILL)
         else:
             self.scancel("--signal", signal.Signals(signum).name[3:])
@@ -684,6 +692,15 @@ class SlurmJob:
         """Run scancel on the job (no options: cancel it); say nothing if it is gone."""
         if self.job is not None:
             _scancel(self.job + step, *options)
+
+
+def _slurm_query(argv: List[str]) -> str:
+    """Return what a Slurm command printed; "" if it failed or is missing."""
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=SLURM_TIMEOUT).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
@@ -1196,6 +1213,7 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
         run_status, exit_code = ABORTED, EXIT_SIGNAL_BASE + signum
     steps = record.data["steps"]
     if pipeline.stop.signum is not None:
+        pipeline.console.say(f"crude-link: stopped by {pipeline.stop.why}", "yellow")
         run_status, exit_code = INTERRUPTED, EXIT_SIGNAL_BASE + pipeline.stop.signum
     elif exit_code == EXIT_OK:
         failed = [s for s in steps if s["status"] in (FAILED, TIMED_OUT)]

@@ -24,6 +24,8 @@ from conftest import (
     read_until,
     run_folder,
     run_scheduler,
+    scheduler_command,
+    scheduler_env,
     split_log,
     started_scheduler,
     step_statuses,
@@ -396,3 +398,47 @@ def test_ctrl_c_reaches_the_task_on_slurm_and_exits_130(
         # The step runs in its own session: only the scheduler (through Slurm) passed Ctrl-C on.
         assert b"fate: got SIGINT\n" in log, log
         assert not (project / "later.json").exists()
+
+
+def test_inside_an_allocation_sigterm_reaches_the_task_of_the_job_step(
+    make_project: Any, slurm: Any
+) -> None:
+    """Run the scheduler inside `salloc`: srun then starts a job *step* of that allocation
+    (no job of its own in squeue). The scheduler finds the step by srun's pid (scontrol's
+    SrunHost:Pid) and signals it with scancel, so the task gets SIGTERM (143), not srun's
+    SIGKILL (137), and the allocation itself, which holds the scheduler, is left alone."""
+    project = make_project(
+        config(
+            """\
+  - script: tasks/fate.py
+    name: waiter
+    launcher: [srun, --ntasks=1]
+    arguments: {record: waiter.json, trap: true, wait_for: never.txt}
+"""
+        )
+    )
+    salloc = ["salloc", "--partition=debug", "--ntasks=1", "--job-name=crude-link-alloc",
+              *scheduler_command(project)]
+    with task_cleanup(slurm, project / "waiter.json"), subprocess.Popen(
+        salloc, cwd=project.parent, env=scheduler_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    ) as proc:
+        assert proc.stdout is not None
+        output = read_until(proc.stdout.fileno(), b"waiting\n", timeout=60)
+        steps = subprocess.run(["squeue", "--steps", "--noheader", "--format", "%i %j"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        [scheduler] = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                     text=True, check=True).stdout.split()
+        os.kill(int(scheduler), signal.SIGTERM)
+        output += rest_of_output(proc)
+        text = output.decode("utf-8", errors="replace")
+    assert proc.returncode == 143, text  # salloc exits with its command's code
+    assert len(steps) == 2 and steps[0].endswith(".0"), steps  # one job step, e.g. 12.0
+    summary = load_summary(project)
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 143), text
+    assert (summary["steps"][0]["status"], summary["steps"][0]["exit_code"]) == (
+        "interrupted", 143), text
+    log, _ = split_log(run_folder(project) / "01-waiter.log")
+    assert log.startswith(b"waiting\n") and b"fate: got SIGTERM\n" in log, log
+    assert b"Killed" not in log, log
+    assert "crude-link: stopped by SIGTERM" in text, text

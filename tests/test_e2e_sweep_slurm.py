@@ -496,3 +496,36 @@ def test_cancelling_the_sweep_signals_each_running_job_once(
             for task in addressed(words[-1], tasks, array):
                 signalled[task] += 1
     assert signalled == dict.fromkeys(tasks, 1), (calls.read_text(), listing)
+
+
+def test_a_job_near_its_time_limit_stops_its_step_and_ends_as_interrupted(
+    make_project: Any, slurm: Any, tmp_path: Path
+) -> None:
+    """submitit asks Slurm for SIGUSR2 90 s before a job's time limit; with a 1-minute limit
+    it comes at once (Slurm checks time limits every few seconds). submitit's own handler
+    would raise inside the running step; crude-link stops the step as for SIGTERM instead,
+    so the job ends through Hydra, leaves its result, and the sweep says so and exits 143."""
+    project = project_with(make_project, TRAPPING)
+    with started_sweep(project, tmp_path / "sweep", "x=0",
+                       "hydra.launcher.timeout_min=1") as sweep:
+        code = sweep.finish(timeout=120)
+    assert code == 143, sweep.output()
+    check_clean(sweep.stdout(), sweep.stderr())
+    folder = sweep_folder(project)
+    summary = load_json(folder / "0" / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 143), summary
+    [step] = summary["steps"]
+    # Slurm signals every process of the job step: fate may die of SIGUSR2 itself (140)
+    # before crude-link's SIGTERM reaches its trap (143).
+    assert step["status"] == "interrupted", step
+    assert step["exit_code"] in (128 + signal.SIGUSR2, 143), step
+    assert step_output(folder / "0").startswith(b"x is 0\nwaiting\n")
+    [task] = [path for path in (folder / ".submitit").iterdir() if any(path.glob("*_result.pkl"))]
+    assert report(sweep.stderr()) == [
+        f"crude-link: 1 of 1 job(s) failed in {folder}:",
+        f"  job 0 (x=0): interrupted, exit code 143; {folder / '0' / 'summary.json'}",
+        *(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*"))),
+    ], sweep.stderr()
+    said = "crude-link: stopped by SIGUSR2 (the Slurm job's time limit is near)\n"
+    assert said in (task / f"{task.name}_0_log.out").read_text(), task
+    assert said in (folder / "0" / "scheduler.log").read_text()
