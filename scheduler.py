@@ -13,7 +13,6 @@ argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
 record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
-import _thread
 import contextlib
 import fcntl
 import json
@@ -620,7 +619,8 @@ class StopRequest:
         # In a Slurm job step (a submitit job, `srun python scheduler.py`), Slurm's signals
         # (scancel, Ctrl-C to srun) reach every process of the step, the running step
         # included: SIGINT/SIGTERM are not passed on a second time; kill_grace still holds.
-        from_slurm = "SLURM_STEP_ID" in os.environ and signum != signal.SIGUSR2
+        from_slurm = ("SLURM_STEP_ID" in os.environ and signum != signal.SIGUSR2
+                      and not _stdin_is_terminal())  # `srun --pty`: the terminal's Ctrl-C
         why = signal.Signals(signum).name
         if signum == signal.SIGUSR2:  # Slurm's time limit is near: stop as for SIGTERM
             signum, why = signal.SIGTERM, "SIGUSR2 (the Slurm job's time limit is near)"
@@ -630,6 +630,13 @@ class StopRequest:
             if not from_slurm:
                 signal_group(self.group, signum)
             self.forwarded_to = self.group
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
 
 
 def signal_group(group: int, signum: int) -> None:
@@ -654,21 +661,21 @@ class SlurmJob:
 
     def find(self) -> Optional[str]:
         """Return the job's state (PENDING, RUNNING...) and remember its id; None if unseen."""
+        allocation = os.environ.get("SLURM_JOB_ID")
+        if allocation:  # inside an allocation, srun makes a step of it
+            host = socket.gethostname().split(".")[0]
+            for line in _slurm_query(["scontrol", "--oneliner", "show", "step"]).splitlines():
+                fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+                if fields.get("SrunHost:Pid") == f"{host}:{self.sid}" and "StepId" in fields:
+                    self.job = fields["StepId"]
+                    return fields.get("State", "RUNNING")
         listing = _slurm_query(["squeue", "--noheader", "--user", str(os.getuid()),
                                 "--Format", "JobID:|,AllocSID:|,State:|"])
         for line in listing.splitlines():
             job, sid, state = (field.strip() for field in (line.split("|") + ["", ""])[:3])
-            if sid == self.sid:
+            if sid == self.sid and job != allocation:  # never the job crude-link runs in
                 self.job = job
                 return state
-        if "SLURM_JOB_ID" not in os.environ:
-            return None
-        host = socket.gethostname().split(".")[0]
-        for line in _slurm_query(["scontrol", "--oneliner", "show", "step"]).splitlines():
-            fields = dict(re.findall(r"(\S+?)=(\S*)", line))
-            if fields.get("SrunHost:Pid") == f"{host}:{self.sid}" and "StepId" in fields:
-                self.job = fields["StepId"]
-                return fields.get("State", "RUNNING")
         return None
 
     def send(self, signum: int) -> None:
@@ -840,6 +847,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                     proc.wait(wait)
     except BaseException:  # as subprocess.run does: never leave the step behind
         send(signal.SIGKILL)
+        if slurm is not None:
+            slurm.scancel()
         raise
     finally:
         stop.group = None
@@ -1259,6 +1268,12 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
         holder = handle.read().decode("utf-8", errors="replace").strip()
         handle.close()
         return None, holder or "another crude-link run"
+    except OSError as error:  # a file system without flock (Lustre mounted noflock, say)
+        handle.close()
+        log.warning("cannot lock %s (%s): running without the run lock", path, error.strerror)
+        print(colored(f"crude-link: cannot lock {path} ({error.strerror}); running without "
+                      f"the run lock", "yellow"), file=sys.stderr)
+        return None, ""
     what = f"a multirun, {run_dir.parent}" if shared else f"pid {os.getpid()}"
     handle.truncate(0)
     handle.write(f"{what}, started {now_iso()}, run folder {run_dir}\n".encode())
@@ -1518,8 +1533,11 @@ def main(cfg: DictConfig) -> None:
                                *cron_invocation(HydraConfig.get()), quiet=options.quiet)
         _job_exit_codes.append(run_cron_action(options.cron, line, tag))
         return
-    code = run_job(plan, options, run_dir, steps_dir, previous)
+    stop = StopRequest()
+    code = run_job(plan, options, run_dir, steps_dir, previous, stop)
     _job_exit_codes.append(code)
+    if stop.signum is not None and os.getpid() == _LAUNCHING_PID and _in_multirun():
+        raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
     if code and os.getpid() != _LAUNCHING_PID:
         # A job in a process of its own (submitit on Slurm, say): its exit code would stay
         # there, so fail through Hydra, which raises this in the launching process.
@@ -1542,7 +1560,7 @@ def _wants_resume(cfg: DictConfig) -> bool:
 
 
 def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, steps_dir: Path,
-            previous: Optional[Tuple[Path, Dict[str, Any]]]) -> int:
+            previous: Optional[Tuple[Path, Dict[str, Any]]], stop: StopRequest) -> int:
     """Run one job (a run, or one multirun job) of a checked plan; return its exit code."""
     selected = select_steps(plan, options)
     if options.dry_run:
@@ -1569,7 +1587,7 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
             selected = select_steps(plan, options, start)
             console.say(f"crude-link: resuming {previous[0]} at step {start} "
                         f"'{plan[start - 1].name}'")
-        pipeline = Pipeline(ROOT, run_dir, options, console, StopRequest(), dict(os.environ),
+        pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
         record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
@@ -1611,12 +1629,16 @@ NEVER_STARTS = frozenset([
     "QOSMaxGRESPerJob", "QOSMaxNodePerJobLimit", "QOSMaxWallDurationPerJobLimit",
     "AssocMaxCpuPerJobLimit", "AssocMaxGRESPerJob", "AssocMaxNodePerJobLimit",
     "AssocMaxWallDurationPerJobLimit"])
-SWEEP_POLL = 1.0  # seconds between two looks at the sweep's jobs in squeue
-NO_RESULT_GRACE = 10.0  # how long jobs gone from squeue may take to leave their results
+SWEEP_POLL = 2.0  # seconds between two looks at the sweep's jobs in squeue
+# How long jobs gone from squeue may take to show their results (a shared file system's
+# attribute cache may lag) before the sweep stops waiting for them.
+NO_RESULT_GRACE = 30.0
+GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude-link " \
+                      "could finish it"
 
 
 class SweepStopped(BaseException):
-    """SIGTERM reached the launching process of a multirun."""
+    """SIGTERM reached the launching process of a multirun (or its watch gave up)."""
 
 
 class SweepWatch:
@@ -1630,15 +1652,16 @@ class SweepWatch:
     some left no result. Ctrl-C or SIGTERM cancels every job of the sweep.
     """
 
-    def __init__(self, root: Path, pid: int) -> None:
+    def __init__(self, root: Path, pid: int, own_folder: bool = True) -> None:
         self.root, self.pid, self.started = root, pid, time.time()
+        self.own_folder = own_folder  # False: the user set hydra.sweep.dir; we cannot find it
         self.problems: Dict[str, str] = {}  # Slurm job (or array) id → why it has no result
         self.gave_up = False
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def __enter__(self) -> "SweepWatch":
-        if shutil.which("squeue"):
+        if self.own_folder and shutil.which("squeue"):
             self._thread = threading.Thread(target=self._watch, name="sweep-watch",
                                             daemon=True)
             self._thread.start()
@@ -1651,6 +1674,8 @@ class SweepWatch:
 
     def sweep_dir(self) -> Optional[Path]:
         """Return this process's sweep folder (crude-link's default names it by pid)."""
+        if not self.own_folder:
+            return None
         found = [path for path in self.root.glob(f"multirun/*/*-{self.pid}")
                  if path.is_dir() and path.stat().st_mtime >= self.started - 1]
         return max(found, key=lambda path: path.stat().st_mtime, default=None)
@@ -1662,27 +1687,35 @@ class SweepWatch:
             jobs = self.queued(folder) if folder else None
             if folder is None or jobs is None:
                 continue
-            for job, state, reason in jobs:
+            for job, _, state, reason in jobs:
                 if state == "PENDING" and reason in NEVER_STARTS and job not in self.problems:
-                    self.problems[job] = (f"can never start: Slurm says {reason} (it asks for "
-                                          f"more than the partition or any node offers)")
+                    self.problems[job.split("_[")[0]] = (
+                        f"can never start: Slurm says {reason} (it asks for more than the "
+                        f"partition or any node offers)")
                     _scancel(job)
-            missing = [] if jobs else self.without_result(folder)
+            # Only jobs sent to Slurm (submitit_local's never show in squeue).
+            missing = [] if jobs or not _sent_to_slurm(folder) else self.without_result(folder)
+            explained = all(self._problem(job) for job in missing)  # we cancelled them
             since = (since or time.monotonic()) if missing else None
-            if since is not None and time.monotonic() - since >= NO_RESULT_GRACE:
+            if since is not None and (explained
+                                      or time.monotonic() - since >= NO_RESULT_GRACE):
                 for job in missing:
-                    self.problems.setdefault(job, "ended without a result: cancelled, or "
-                                                  "killed before crude-link could finish it")
+                    self.problems.setdefault(job, GONE_WITHOUT_RESULT)
                 self.gave_up = True
-                _thread.interrupt_main()  # stop waiting for results that will never come
+                # Stop waiting for results that will never come: SIGTERM, which the
+                # launching process handles (SIGINT may be ignored, in a background job).
+                os.kill(os.getpid(), signal.SIGTERM)
                 return
 
-    def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str]]]:
-        """Return (job id, state, reason) of the sweep's jobs in squeue; None if it fails.
+    def _problem(self, job: str) -> Optional[str]:
+        return self.problems.get(job.split("_")[0]) or self.problems.get(job)
 
-        Ids are as submitit names its folders: 11_2 for array task 2 (squeue's JobID would
-        give the array's own id, 11, to one of its tasks, and scancel 11 means them all);
-        the pending tasks of an array, one row 11_[0-3] in squeue, come back as 11.
+    def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str, str]]]:
+        """Return (job id, array id, state, reason) of the sweep's jobs in squeue, or None.
+
+        Job ids are as submitit names its folders, 11_2 for array task 2 (squeue's JobID
+        would give the array's own id, 11, to one of its tasks, and scancel 11 means them
+        all); the pending tasks of an array are one row, 11_[2-3] (as scancel takes it).
         """
         try:
             listing = subprocess.run(
@@ -1696,8 +1729,9 @@ class SweepWatch:
         rows = [[field.strip() for field in line.split("|")] + ["", "", "", ""]
                 for line in listing.stdout.splitlines()]
         inside = f"{folder}{os.sep}"
-        return [(row[0].split("_[")[0], row[1], row[2]) for row in rows
-                if row[3].startswith(inside)]
+        jobs = [(re.sub(r"%\d+\]$", "]", row[0]), row[1], row[2]) for row in rows
+                if row[3].startswith(inside)]  # 11_[2-3%4]: at most 4 at once; not an id
+        return [(job, job.split("_")[0], state, reason) for job, state, reason in jobs]
 
     @staticmethod
     def without_result(folder: Path) -> List[str]:
@@ -1715,19 +1749,23 @@ class SweepWatch:
         if not folder or not jobs:
             return
         print(f"crude-link: cancelling the sweep's {len(jobs)} job(s) in Slurm", file=sys.stderr)
-        for job, state, _ in jobs:
+        for job, _, state, _ in jobs:
             if state == "PENDING":
                 _scancel(job)
             else:
                 _scancel(job, "--signal", signal.Signals(signum).name[3:])
         end = time.monotonic() + NO_RESULT_GRACE
-        while (jobs := self.queued(folder)) and time.monotonic() < end:
+        while (left := self.queued(folder)) and time.monotonic() < end:
             time.sleep(0.2)
-        for job, _, _ in jobs or []:
+        for job, _, _, _ in left or []:
             _scancel(job)
 
     def report(self) -> Tuple[List[str], int]:
-        """Return lines naming each failed job and its logs, and the exit code to end with."""
+        """Return lines naming each failed job and its logs, and the exit code to end with.
+
+        A job that left no summary.json failed only if it also left no result: a dry run,
+        or a resume with nothing to do, writes no summary and succeeds.
+        """
         folder = self.sweep_dir()
         if folder is None:
             return [], EXIT_OK
@@ -1741,9 +1779,10 @@ class SweepWatch:
             summary: Dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
                 summary = json.loads((job / "summary.json").read_text("utf-8"))
-            task = slurm[number].name if number in slurm else None
-            problem = task and (self.problems.get(task.split("_")[0]) or self.problems.get(task))
-            if summary.get("status") == SUCCEEDED and not problem:
+            task = slurm.get(number)
+            problem = self._problem(task.name) if task else None
+            if not problem and (summary.get("status") == SUCCEEDED or not summary and (
+                    task is None or any(task.glob("*_result.pkl")))):
                 continue
             code = summary.get("exit_code") or EXIT_FAILED
             codes.append(code)
@@ -1752,15 +1791,20 @@ class SweepWatch:
             elif summary:
                 how = f"{summary.get('status')}, exit code {code}; {job / 'summary.json'}"
             else:
-                how = f"no summary.json: it stopped before running a step; {job / 'scheduler.log'}"
+                how = GONE_WITHOUT_RESULT
             lines.append(f"  job {number}{_job_overrides(job)}: {how}")
-            if number in slurm:
-                lines.extend(f"    Slurm output: {log}"
-                             for log in sorted(slurm[number].glob("*_log.*")))
+            if task:
+                lines.extend(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*")))
         if lines:
             lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
                             f"in {folder}:")
         return lines, codes[0] if codes else EXIT_OK
+
+
+def _sent_to_slurm(folder: Path) -> bool:
+    """Return whether the sweep's jobs went to Slurm: submitit wrote an sbatch script."""
+    return any("#SBATCH" in script.read_text(errors="replace")
+               for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
 def _scancel(job: str, *options: str) -> None:
@@ -1798,6 +1842,8 @@ def run_multirun(watch: SweepWatch) -> int:
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
     except (KeyboardInterrupt, SweepStopped) as stop:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish the job
+            signal.signal(signum, signal.SIG_IGN)
         signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
         if not watch.gave_up:
             stop_code = EXIT_SIGNAL_BASE + signum
@@ -1808,9 +1854,13 @@ def run_multirun(watch: SweepWatch) -> int:
     if stop_code is not None:
         return stop_code
     jobs = next((code for code in _job_exit_codes if code), EXIT_OK)
-    if hydra_code == 1 and not lines and not _job_exit_codes:
-        return EXIT_CONFIG_ERROR  # Hydra's own error, before any job ran
-    return jobs or failed or (hydra_code if isinstance(hydra_code, int) else EXIT_FAILED)
+    if jobs or failed:
+        return jobs or failed
+    if hydra_code == 1:
+        # Hydra's own error before any job ran (exit 2), or, in a sweep folder of the user's
+        # own that crude-link cannot look into, a job that failed elsewhere (Hydra's 1).
+        return EXIT_CONFIG_ERROR if watch.own_folder else EXIT_FAILED
+    return hydra_code if isinstance(hydra_code, int) else EXIT_FAILED
 
 
 # ── Command line: help and Hydra's argv ──────────────────────────────────
@@ -1927,10 +1977,13 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *default_overrides(
-        sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(sys.argv[1:], ROOT))])
+    _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(),
+                              configured_run_dirs(sys.argv[1:], ROOT))
+    sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
     if "-m" in sys.argv or "--multirun" in sys.argv:
-        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid())))
+        # The sweep folder is crude-link's (named by this pid) unless the user set one.
+        _own = any(override.startswith("hydra.sweep.dir=") for override in _ours)
+        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid(), _own)))
     try:
         main()
     except SystemExit as hydra_exit:

@@ -27,6 +27,7 @@ from conftest import (
     run_folder,
     run_scheduler,
     scheduler_command,
+    scheduler_env,
     split_log,
     step_statuses,
     terminal_text,
@@ -901,6 +902,13 @@ SWEPT = """\
 """
 
 
+SWEPT_WAITING = """\
+- script: tasks/fate.py
+  name: swept
+  arguments: {print: x, wait_for: never.txt}
+"""
+
+
 def test_a_failed_multirun_job_does_not_stop_the_later_ones(make_project: Any) -> None:
     project = make_project(make_config(SWEPT))
     result = run_scheduler(project, "-m", "steps.0.arguments.exit_code=3,0")  # -m first
@@ -928,6 +936,61 @@ def test_a_multirun_whose_jobs_all_succeed_exits_0(make_project: Any) -> None:
     assert [s["status"] for s in jobs.values()] == ["succeeded"] * 2
     printed = sorted(load_json(job / "swept.json")["args"]["print"] for job in jobs)
     assert printed == ["x", "y"]
+
+
+
+def test_a_failed_multirun_job_is_named_in_a_report_with_its_exit_code(make_project: Any) -> None:
+    project = make_project(make_config(SWEPT))
+    result = run_scheduler(project, "-m", "steps.0.arguments.exit_code=0,3")
+    assert result.returncode == 3, result.stdout + result.stderr
+    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    assert result.stderr.splitlines()[-2:] == [
+        f"crude-link: 1 of 2 job(s) failed in {sweep}:",
+        f"  job 1 (steps.0.arguments.exit_code=3): failed, exit code 3; "
+        f"{sweep / '1' / 'summary.json'}",
+    ], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_multirun_dry_run_succeeds_and_reports_no_failure(make_project: Any) -> None:
+    project = make_project(make_config(SWEPT))
+    result = run_scheduler(project, "-m", "steps.0.arguments.print=x,y", "scheduler.dry_run=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout + result.stderr
+    assert result.stdout.count("crude-link: dry run, nothing is executed") == 2, result.stdout
+    assert not list(project.glob("multirun/*/*/*/summary.json"))
+
+
+
+def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
+    """Hydra's own launcher runs the jobs one after another in this process: SIGTERM stops
+    the running job (interrupted, 143) and no later job starts."""
+    project = make_project(make_config(SWEPT_WAITING))
+    proc = subprocess.Popen(
+        scheduler_command(project, "-m", "steps.0.arguments.print=a,b"), cwd=project.parent,
+        env=scheduler_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        read_until(proc.stdout.fileno(), b"waiting\n", timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    jobs = summaries(project, "multirun")
+    assert sorted(job.name for job in jobs) == ["0"], jobs  # job 1 never started
+    [summary] = jobs.values()
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 143)
+    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    assert err.decode().splitlines()[-2:] == [
+        f"crude-link: 1 of 1 job(s) failed in {sweep}:",
+        f"  job 0 (steps.0.arguments.print=a): interrupted, exit code 143; "
+        f"{sweep / '0' / 'summary.json'}",
+    ], err
+    assert b"Traceback" not in out + err
 
 
 # ── Help ─────────────────────────────────────────────────────────────────
