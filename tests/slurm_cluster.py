@@ -166,7 +166,8 @@ def start(folder: Path) -> Cluster:
 if __name__ == "__main__":
     target = Path(sys.argv[1]).resolve()
     running = start(target)
-    print(f"Slurm is up: SLURM_CONF={running.conf}  (Ctrl-C stops it)", flush=True)
+    print(f"Slurm is up: SLURM_CONF={running.conf}  (Ctrl-C or SIGTERM stops it)", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the daemons on kill too
     try:
         signal.pause()
     except KeyboardInterrupt:
