@@ -536,3 +536,24 @@ def test_a_job_near_its_time_limit_stops_its_step_and_ends_as_interrupted(
     said = "crude-link: stopped by SIGUSR2 (the Slurm job's time limit is near)\n"
     assert said in (task / f"{task.name}_0_log.out").read_text(), task
     assert said in (folder / "0" / "scheduler.log").read_text()
+
+
+
+def test_a_job_with_a_config_error_fails_the_sweep_with_exit_2(
+    make_project: Any, slurm: Any, tmp_path: Path
+) -> None:
+    """A config error is found in the job, on the node: it fails through Hydra too, and the
+    report names the job and its scheduler.log (it has no summary.json)."""
+    project = project_with(make_project, CONFIG % "")
+    result = run_scheduler(project, "-m", LAUNCHER, "+scheduler.kill_grace=1,-1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    check_clean(result.stdout, result.stderr)
+    folder = sweep_folder(project)
+    assert report(result.stderr) == [
+        f"crude-link: 1 of 2 job(s) failed in {folder}:",
+        f"  job 1 (+scheduler.kill_grace=-1): config error, no step was run (exit code 2); "
+        f"{folder / '1' / 'scheduler.log'}",
+        *slurm_lines(folder, 1),
+    ], result.stderr
+    assert load_json(folder / "0" / "summary.json")["status"] == "succeeded"
+    assert not (folder / "1" / "summary.json").exists()

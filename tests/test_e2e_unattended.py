@@ -993,6 +993,20 @@ def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) 
     assert b"Traceback" not in out + err
 
 
+
+def test_a_multirun_job_with_a_config_error_is_reported_and_exits_2(make_project: Any) -> None:
+    project = make_project(make_config(SWEPT))
+    result = run_scheduler(project, "-m", "scheduler.kill_grace=1,-1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    assert result.stderr.splitlines()[-2:] == [
+        f"crude-link: 1 of 2 job(s) failed in {sweep}:",
+        f"  job 1 (scheduler.kill_grace=-1): config error, no step was run (exit code 2); "
+        f"{sweep / '1' / 'scheduler.log'}",
+    ], result.stderr
+    assert load_json(sweep / "0" / "summary.json")["status"] == "succeeded"
+
+
 # ── Help ─────────────────────────────────────────────────────────────────
 
 
