@@ -1944,8 +1944,8 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int,
     return overrides
 
 
-def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
-    """Return which of hydra.run.dir / hydra.sweep.dir the primary config file sets."""
+def primary_config(argv: Sequence[str], root: Path) -> Tuple[Path, Optional[str]]:
+    """Return the primary config file the command line names, and its text (None: unread)."""
     folder, name = root, "config"
     for flag, value in zip(argv, argv[1:]):
         if flag in ("--config-name", "-cn"):
@@ -1954,10 +1954,15 @@ def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
             folder = root / value if flag in ("--config-path", "-cp") else Path(value)
     path = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path, path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return []  # Hydra will report a missing or unreadable config itself
-    if not re.search(r"^hydra\s*:", text, re.MULTILINE):
+        return path, None  # Hydra will report a missing or unreadable config itself
+
+
+def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
+    """Return which of hydra.run.dir / hydra.sweep.dir the primary config file sets."""
+    text = primary_config(argv, root)[1]
+    if text is None or not re.search(r"^hydra\s*:", text, re.MULTILINE):
         return []  # the usual case: no YAML parse at start-up
     import yaml  # PyYAML comes with omegaconf
 
@@ -1966,6 +1971,32 @@ def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
         return [f"hydra.{key}.dir" for key in ("run", "sweep")
                 if isinstance(node.get(key), dict) and "dir" in node[key]]
     return []
+
+
+def yaml_problem(text: str) -> Optional[str]:
+    """Return what makes text invalid YAML ('... line 3, column 23'), or None.
+
+    Hydra would report it with a traceback. libyaml's parser checks in about a millisecond;
+    the slower pure-Python one, which OmegaConf uses, confirms a problem before it counts.
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    loader = getattr(yaml, "CSafeLoader", None)
+    try:
+        if loader is not None:
+            yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, for syntax only
+        return None
+    except yaml.YAMLError:
+        pass
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{error.problem or error.context or 'not valid YAML'}{where}"
+    except yaml.YAMLError as error:
+        return _first_line(error)
+    return None
 
 
 # Hydra's flags that take a value; its --info takes one optionally.
@@ -1996,6 +2027,12 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
 
 
 if __name__ == "__main__":
+    _config, _text = primary_config(sys.argv[1:], ROOT)
+    _problem = yaml_problem(_text) if _text is not None else None
+    if _problem:
+        print(colored(f"crude-link: {_config.name} is not valid YAML; no step was run:", "red",
+                      attrs=["bold"]) + f"\n  {_config}: {_problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
     _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(),
                               configured_run_dirs(sys.argv[1:], ROOT))
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])

@@ -147,3 +147,24 @@ def test_a_non_python_script_must_be_executable_and_then_runs(make_project: Any)
     script = project / "tasks" / "run.sh"
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     assert run_scheduler(project).returncode == 0
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('steps:\n  - script: tasks/fate.py\n    arguments: {a: "b"%s}\n',
+     "found character '%' that cannot start any token (line 3, column 23)"),
+    ("steps:\n  - script: tasks/fate.py\n   name: bad_indent\n",
+     "expected <block end>, but found '<block mapping start>' (line 3, column 4)"),
+])
+def test_a_config_that_is_not_valid_yaml_gets_one_message_not_a_traceback(
+    make_project: Any, text: str, problem: str
+) -> None:
+    project = make_project("steps: []\n")
+    (project / "config.yaml").write_text(text, encoding="utf-8")
+    result = run_scheduler(project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        "crude-link: config.yaml is not valid YAML; no step was run:",
+        f"  {project / 'config.yaml'}: {problem}",
+    ], result.stderr
+    assert result.stdout == ""
+    assert not (project / "outputs").exists()
