@@ -664,15 +664,13 @@ class SlurmJob:
         allocation = os.environ.get("SLURM_JOB_ID")
         if allocation:  # inside an allocation, srun makes a step of it
             host = socket.gethostname().split(".")[0]
-            for line in _slurm_query(["scontrol", "--oneliner", "show", "step"]).splitlines():
+            steps = _slurm(["scontrol", "--oneliner", "show", "step"]) or ""
+            for line in steps.splitlines():
                 fields = dict(re.findall(r"(\S+?)=(\S*)", line))
                 if fields.get("SrunHost:Pid") == f"{host}:{self.sid}" and "StepId" in fields:
                     self.job = fields["StepId"]
                     return fields.get("State", "RUNNING")
-        listing = _slurm_query(["squeue", "--noheader", "--user", str(os.getuid()),
-                                "--Format", "JobID:|,AllocSID:|,State:|"])
-        for line in listing.splitlines():
-            job, sid, state = (field.strip() for field in (line.split("|") + ["", ""])[:3])
+        for job, sid, state in _squeue(["JobID", "AllocSID", "State"]) or []:
             if sid == self.sid and job != allocation:  # never the job crude-link runs in
                 self.job = job
                 return state
@@ -701,13 +699,29 @@ class SlurmJob:
             _scancel(self.job + step, *options)
 
 
-def _slurm_query(argv: List[str]) -> str:
-    """Return what a Slurm command printed; "" if it failed or is missing."""
+def _slurm(argv: List[str]) -> Optional[str]:
+    """Run a Slurm command; return what it printed, or None if it is missing or failed."""
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=SLURM_TIMEOUT).stdout
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=SLURM_TIMEOUT)
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return None
+    return None if done.returncode else done.stdout
+
+
+def _squeue(fields: Sequence[str]) -> Optional[List[List[str]]]:
+    """Return squeue's rows of this user's jobs, one stripped value per field; None: failed."""
+    listing = _slurm(["squeue", "--noheader", "--user", str(os.getuid()),
+                      "--Format", ",".join(f"{name}:|" for name in fields)])
+    if listing is None:
+        return None
+    return [[value.strip() for value in (line.split("|") + [""] * len(fields))[:len(fields)]]
+            for line in listing.splitlines()]
+
+
+def _scancel(job: str, *options: str) -> None:
+    """Run scancel on a job, job step or array tasks; say nothing if it is gone."""
+    _slurm(["scancel", *options, job])
 
 
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
@@ -1725,20 +1739,12 @@ class SweepWatch:
         would give the array's own id, 11, to one of its tasks, and scancel 11 means them
         all); the pending tasks of an array are one row, 11_[2-3] (as scancel takes it).
         """
-        try:
-            listing = subprocess.run(
-                ["squeue", "--noheader", "--user", str(os.getuid()),
-                 "--Format", "JobArrayID:|,State:|,Reason:|,StdOut:|"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
-        except (OSError, subprocess.SubprocessError):
+        rows = _squeue(["JobArrayID", "State", "Reason", "StdOut"])
+        if rows is None:
             return None
-        if listing.returncode:
-            return None
-        rows = [[field.strip() for field in line.split("|")] + ["", "", "", ""]
-                for line in listing.stdout.splitlines()]
         inside = f"{folder}{os.sep}"
-        jobs = [(re.sub(r"%\d+\]$", "]", row[0]), row[1], row[2]) for row in rows
-                if row[3].startswith(inside)]  # 11_[2-3%4]: at most 4 at once; not an id
+        jobs = [(re.sub(r"%\d+\]$", "]", job), state, reason)  # 11_[2-3%4]: 4 at once
+                for job, state, reason, out in rows if out.startswith(inside)]
         return [(job, job.split("_")[0], state, reason) for job, state, reason in jobs]
 
     @staticmethod
@@ -1819,12 +1825,6 @@ def _sent_to_slurm(folder: Path) -> bool:
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
-def _scancel(job: str, *options: str) -> None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["scancel", *options, job], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=SLURM_TIMEOUT)
-
-
 def _job_number(submitit_id: str) -> int:
     """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
     return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
@@ -1839,11 +1839,8 @@ def _read_text(path: Path) -> str:
 
 def _job_overrides(job: Path) -> str:
     """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
-    with contextlib.suppress(OSError):
-        words = re.findall(r"^- (.*)$", (job / ".hydra" / "overrides.yaml").read_text("utf-8"),
-                           re.MULTILINE)
-        return f" ({' '.join(words)})" if words else ""
-    return ""
+    words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
+    return f" ({' '.join(words)})" if words else ""
 
 
 def run_multirun(watch: SweepWatch) -> int:
@@ -1861,8 +1858,8 @@ def run_multirun(watch: SweepWatch) -> int:
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
     except (KeyboardInterrupt, SweepStopped) as stop:
-        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish the job
-            signal.signal(signum, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish the job
+            signal.signal(sig, signal.SIG_IGN)
         signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
         if not watch.gave_up:
             stop_code = EXIT_SIGNAL_BASE + signum
@@ -1959,9 +1956,8 @@ def primary_config(argv: Sequence[str], root: Path) -> Tuple[Path, Optional[str]
         return path, None  # Hydra will report a missing or unreadable config itself
 
 
-def configured_run_dirs(argv: Sequence[str], root: Path) -> List[str]:
-    """Return which of hydra.run.dir / hydra.sweep.dir the primary config file sets."""
-    text = primary_config(argv, root)[1]
+def configured_run_dirs(text: Optional[str]) -> List[str]:
+    """Return which of hydra.run.dir / hydra.sweep.dir the primary config's text sets."""
     if text is None or not re.search(r"^hydra\s*:", text, re.MULTILINE):
         return []  # the usual case: no YAML parse at start-up
     import yaml  # PyYAML comes with omegaconf
@@ -2033,8 +2029,7 @@ if __name__ == "__main__":
         print(colored(f"crude-link: {_config.name} is not valid YAML; no step was run:", "red",
                       attrs=["bold"]) + f"\n  {_config}: {_problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
-    _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(),
-                              configured_run_dirs(sys.argv[1:], ROOT))
+    _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(_text))
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
     if "-m" in sys.argv or "--multirun" in sys.argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.

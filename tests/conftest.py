@@ -149,6 +149,48 @@ def read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
+
+def rest_of_output(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> bytes:
+    """Read the scheduler's output until it has ended; fail after timeout seconds."""
+    assert proc.stdout is not None
+    fd, data = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        chunk = os.read(fd, 65536) if ready else b""
+        data += chunk
+        # End of output, or the scheduler is gone and a leftover process holds the pipe.
+        if not chunk and (ready or proc.poll() is not None):
+            break
+        assert time.monotonic() < deadline, f"still running after {timeout}s: {data[-500:]!r}"
+    proc.wait(timeout=timeout)
+    return data
+
+
+def is_gone(pid: int) -> bool:
+    """Return whether a process has ended (a zombie nobody reaps counts as ended)."""
+    if not Path("/proc/self/stat").exists():  # no procfs: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat_line.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_until_gone(pid: int, timeout: float = 10) -> bool:
+    """Return whether the process ended within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not is_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
 # ── A real terminal, through pexpect ─────────────────────────────────────
 
 # The dialog lists its choices, ending with abort, and waits after "? ".

@@ -7,7 +7,6 @@ the session, SLURM_CONF points at them, and the queue must be empty before and a
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from conftest import (
     load_json,
     load_summary,
     read_until,
+    rest_of_output,
     run_folder,
     run_scheduler,
     scheduler_command,
@@ -30,6 +30,7 @@ from conftest import (
     started_scheduler,
     step_statuses,
     terminal_text,
+    wait_until_gone,
 )
 
 pytestmark = pytest.mark.e2e
@@ -57,38 +58,6 @@ def srun(name: str) -> str:
 
 def srun_argv(name: str) -> List[str]:
     return ["srun", "--partition=debug", "--cpus-per-task=2", "--time=5", f"--job-name={name}"]
-
-
-def rest_of_output(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> bytes:
-    """Read the scheduler's output until it has ended; fail after timeout seconds."""
-    assert proc.stdout is not None
-    fd, data = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        chunk = os.read(fd, 65536) if ready else b""
-        data += chunk
-        # End of output, or the scheduler is gone and a leftover process holds the pipe.
-        if not chunk and (ready or proc.poll() is not None):
-            break
-        assert time.monotonic() < deadline, f"still running after {timeout}s: {data[-500:]!r}"
-    proc.wait(timeout=timeout)
-    return data
-
-
-def gone(pid: int, timeout: float) -> bool:
-    """Return whether a process ended within timeout seconds (a zombie counts as ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -275,7 +244,7 @@ def test_a_timed_out_step_on_slurm_gets_sigterm_in_its_task_and_exits_124(
         elapsed = time.monotonic() - began
         assert result.returncode == 124, result.stdout + result.stderr
         assert elapsed < 30  # not the task's 60 s
-        assert gone(task_pid(project / "slow.json"), 5), "the task outlived its timeout"
+        assert wait_until_gone(task_pid(project / "slow.json"), 5), "the task outlived its timeout"
         summary = load_summary(project)
         assert (summary["status"], summary["exit_code"]) == ("failed", 124)
         slow = summary["steps"][0]
@@ -319,7 +288,7 @@ def test_a_timed_out_step_on_slurm_that_ignores_sigterm_is_killed_after_kill_gra
         assert log.startswith(b"started\n"), log
         # Killed after kill_grace: not still running, its job not left in squeue until
         # Slurm's own KillWait (30 s in tests/slurm_cluster.py) runs out.
-        assert gone(task_pid(project / "stubborn.json"), 5), (
+        assert wait_until_gone(task_pid(project / "stubborn.json"), 5), (
             "the task that ignores SIGTERM outlived timeout + kill_grace"
         )
         assert slurm.wait_queue_empty(timeout=5) == []
@@ -356,7 +325,8 @@ def test_sigterm_to_the_scheduler_reaches_the_task_on_slurm_and_exits_143(
         assert "Traceback" not in text
         # The job ran under the name given to srun; the scheduler found it and signalled it.
         assert [line.split()[1:] for line in running] == [["RUNNING", "crude-link-sigterm"]]
-        assert gone(task_pid(project / "waiter.json"), 5), "the task outlived the scheduler"
+        assert wait_until_gone(task_pid(project / "waiter.json"), 5), (
+            "the task outlived the scheduler")
         summary = load_summary(project)
         assert (summary["status"], summary["exit_code"]) == ("interrupted", 143)
         assert step_statuses(summary) == ["interrupted", "not_run"]
@@ -388,7 +358,8 @@ def test_ctrl_c_reaches_the_task_on_slurm_and_exits_130(
         child.sendintr()
         assert finish(child) == 130, terminal_text(child)
         assert "Traceback" not in terminal_text(child)
-        assert gone(task_pid(project / "waiter.json"), 5), "the task outlived the scheduler"
+        assert wait_until_gone(task_pid(project / "waiter.json"), 5), (
+            "the task outlived the scheduler")
         summary = load_summary(project)
         assert (summary["status"], summary["exit_code"]) == ("interrupted", 130)
         assert step_statuses(summary) == ["interrupted", "not_run"]

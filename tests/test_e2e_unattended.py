@@ -5,7 +5,6 @@ import contextlib
 import datetime
 import os
 import re
-import select
 import shlex
 import signal
 import stat
@@ -21,9 +20,11 @@ from conftest import (
     PROMPT,
     ROOT,
     finish,
+    is_gone,
     load_json,
     load_summary,
     read_until,
+    rest_of_output,
     run_folder,
     run_scheduler,
     scheduler_command,
@@ -31,6 +32,7 @@ from conftest import (
     split_log,
     step_statuses,
     terminal_text,
+    wait_until_gone,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -127,31 +129,6 @@ def step_logs(project: Path) -> List[str]:
     return sorted(path.name for path in (project / "outputs").glob("*/*/[0-9][0-9]-*.log"))
 
 
-def is_gone(pid: int) -> bool:
-    """Return whether a process has ended (a zombie nobody reaps counts as ended)."""
-    if not Path("/proc/self/stat").exists():  # no procfs: ask the kernel instead
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat_line.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def wait_until_gone(pid: int, timeout: float = 10) -> bool:
-    """Return whether the process ended within timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not is_gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def kill_group(pid: int) -> None:
     """SIGKILL a leftover process group, if it is still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -189,21 +166,9 @@ def started(project: Path, *overrides: str) -> Iterator["subprocess.Popen[bytes]
         proc.stdout.close()
 
 
-def rest_of_output(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
-    """Read the scheduler's output until it has ended; return the text. Fail after timeout s."""
-    assert proc.stdout is not None
-    fd, data = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        chunk = os.read(fd, 65536) if ready else b""
-        data += chunk
-        # End of output, or the scheduler is gone and a leftover process holds the pipe.
-        if not chunk and (ready or proc.poll() is not None):
-            break
-        assert time.monotonic() < deadline, f"still running after {timeout}s: {data[-500:]!r}"
-    proc.wait(timeout=timeout)
-    return data.decode("utf-8", errors="replace")
+def output_text(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
+    """Read the scheduler's output until it has ended; return it as text."""
+    return rest_of_output(proc, timeout).decode("utf-8", errors="replace")
 
 
 # ── Automatic retries ────────────────────────────────────────────────────
@@ -372,7 +337,7 @@ def test_sigterm_to_the_scheduler_stops_the_step_and_records_interrupted(
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGTERM)
-        output = rest_of_output(proc)
+        output = output_text(proc)
     grandchild = int((project / "grandchild.pid").read_text())
     try:
         assert proc.returncode == 143, output
@@ -399,7 +364,7 @@ def test_sigterm_to_the_scheduler_kills_a_step_that_ignores_it_after_kill_grace(
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        output = rest_of_output(proc)
+        output = output_text(proc)
         took = time.monotonic() - signalled
     grandchild = int((project / "grandchild.pid").read_text())
     try:
@@ -493,7 +458,7 @@ def test_a_second_run_exits_75_while_the_first_runs_unless_lock_is_false(
         assert (project / "third.json").exists()
 
         go.touch()
-        output = rest_of_output(first)
+        output = output_text(first)
     assert first.returncode == 0, output
     assert [s["status"] for s in summaries(project).values()] == ["succeeded"] * 2
 

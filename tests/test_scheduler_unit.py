@@ -510,10 +510,13 @@ def test_a_run_dir_set_in_the_config_wins(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("steps: []\nhydra:\n  run:\n    dir: /x/${now:%H}\n")
     (tmp_path / "confs").mkdir()
     (tmp_path / "confs" / "other.yaml").write_text("hydra:\n  sweep: {dir: /y}\n")
-    assert scheduler.configured_run_dirs([], tmp_path) == ["hydra.run.dir"]
-    assert scheduler.configured_run_dirs(["-cd", str(tmp_path / "confs"), "--config-name",
-                                          "other"], tmp_path) == ["hydra.sweep.dir"]
-    assert scheduler.configured_run_dirs(["--config-name", "missing"], tmp_path) == []
+    def run_dirs(argv: List[str]) -> List[str]:
+        return scheduler.configured_run_dirs(scheduler.primary_config(argv, tmp_path)[1])
+
+    assert run_dirs([]) == ["hydra.run.dir"]
+    assert run_dirs(["-cd", str(tmp_path / "confs"), "--config-name", "other"]) == [
+        "hydra.sweep.dir"]
+    assert run_dirs(["--config-name", "missing"]) == []
     assert scheduler.default_overrides([], Path("/r"), 1, ["hydra.run.dir"]) == [
         "hydra.sweep.dir='/r/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-1'"]
 
