@@ -1,5 +1,6 @@
 """Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
 
+import gc
 import json
 import math
 import os
@@ -524,10 +525,54 @@ def test_a_run_dir_set_in_the_config_wins(tmp_path: Path) -> None:
 def test_importing_the_module_does_nothing() -> None:
     assert scheduler._job_exit_codes == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert gc.isenabled()  # only `python scheduler.py` starts up without it
 
 
 
-# ── Lock modes and the sweep report (small I/O, in tmp_path) ─────────────
+# ── summary.json's rewrites, lock modes, the sweep report (small I/O, in tmp_path) ──
+
+
+def test_each_rewrite_replaces_the_whole_file_and_readers_keep_what_they_opened(
+        tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    file = scheduler.AtomicFile(path)
+    versions = ["first, and the longest of them all\n", "second\n", "third, longer again\n",
+                "fourth\n"]
+    file.write(versions[0])
+    for old, new in zip(versions, versions[1:]):
+        with open(path, encoding="utf-8") as reader:  # opened before the next rewrite
+            file.write(new)
+            assert path.read_text(encoding="utf-8") == new  # shorter ones too: no old tail
+            assert reader.read() == old  # a whole version, never part of two
+    file.remove_spare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_rewrites_reuse_two_files_instead_of_making_one_each_time(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    file = scheduler.AtomicFile(path)
+    inodes = set()
+    for number in range(6):
+        file.write(f"version {number}\n")
+        inodes.add(path.stat().st_ino)
+    assert len(inodes) == 2  # the first two versions' files, taking turns
+    assert path.stat().st_nlink == 1 and file.spare.stat().st_nlink == 1
+
+
+def test_without_hard_links_each_rewrite_still_replaces_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*args: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")  # as on some FUSE/SMB mounts
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "summary.json"
+    file = scheduler.AtomicFile(path)
+    for number in range(3):
+        file.write(f"version {number}\n")
+        assert path.read_text(encoding="utf-8") == f"version {number}\n"
+    file.remove_spare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
 
 
 def test_multirun_jobs_share_the_lock_and_a_plain_run_is_kept_out(tmp_path: Path) -> None:
