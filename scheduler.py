@@ -36,10 +36,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-# Start-up (importing Hydra, composing the config twice) creates some 300,000 objects and
-# frees few of them, so the cyclic garbage collector scans them again and again for nothing:
-# about a sixth of start-up here. It is off until the job starts (see main), which freezes
-# what start-up made and switches it back on.
+# Start-up makes a great many long-lived objects, which the cyclic garbage collector would
+# go over again and again, for nothing: it is off while Hydra is imported, and what was made
+# by then, and by Hydra's composing the config, is frozen (never scanned again), in the
+# `__main__` block and in main(). A one-step run, medians of 15 here: 892 ms -> 740 ms.
 if __name__ == "__main__":
     gc.disable()
 
@@ -1615,8 +1615,7 @@ def _select_hydra(path: str) -> Any:
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> None:
-    gc.freeze()  # start-up's objects: kept, never scanned again
-    gc.enable()
+    gc.freeze()  # the composed config's objects: kept for the whole run
     _log_to_file_only()
     OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -1929,7 +1928,6 @@ def run_multirun(watch: SweepWatch) -> int:
         raise SweepStopped(signum)
 
     signal.signal(signal.SIGTERM, stopped)
-    gc.enable()  # a sweep on Slurm may wait for hours in Hydra's launcher, never in main()
     hydra_code: Any = EXIT_OK
     stop_code = None
     try:
@@ -2111,6 +2109,8 @@ if __name__ == "__main__":
         sys.exit(EXIT_CONFIG_ERROR)
     _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(_text))
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
+    gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
+    gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
     if "-m" in sys.argv or "--multirun" in sys.argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.
         _own = any(override.startswith("hydra.sweep.dir=") for override in _ours)
