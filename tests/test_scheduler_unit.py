@@ -532,47 +532,20 @@ def test_importing_the_module_does_nothing() -> None:
 # ── summary.json's rewrites, lock modes, the sweep report (small I/O, in tmp_path) ──
 
 
-def test_each_rewrite_replaces_the_whole_file_and_readers_keep_what_they_opened(
+def test_a_reader_keeps_the_whole_version_it_opened_however_many_rewrites_follow(
         tmp_path: Path) -> None:
+    # A step boundary rewrites summary.json twice in a row (one step ends, the next starts):
+    # a file reused for a later version would show a slow reader parts of two.
     path = tmp_path / "summary.json"
-    file = scheduler.AtomicFile(path)
-    versions = ["first, and the longest of them all\n", "second\n", "third, longer again\n",
-                "fourth\n"]
-    file.write(versions[0])
-    for old, new in zip(versions, versions[1:]):
-        with open(path, encoding="utf-8") as reader:  # opened before the next rewrite
-            file.write(new)
-            assert path.read_text(encoding="utf-8") == new  # shorter ones too: no old tail
-            assert reader.read() == old  # a whole version, never part of two
-    file.remove_spare()
+    versions = [f"version {n}: " + "x" * (9000 - 1000 * n) + "\n" for n in range(6)]
+    scheduler.write_text_atomic(path, versions[0])
+    with open(path, encoding="utf-8") as reader:
+        first = reader.read(4096)
+        for text in versions[1:]:
+            scheduler.write_text_atomic(path, text)
+            assert path.read_text(encoding="utf-8") == text
+        assert first + reader.read() == versions[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
-
-
-def test_rewrites_reuse_two_files_instead_of_making_one_each_time(tmp_path: Path) -> None:
-    path = tmp_path / "summary.json"
-    file = scheduler.AtomicFile(path)
-    inodes = set()
-    for number in range(6):
-        file.write(f"version {number}\n")
-        inodes.add(path.stat().st_ino)
-    assert len(inodes) == 2  # the first two versions' files, taking turns
-    assert path.stat().st_nlink == 1 and file.spare.stat().st_nlink == 1
-
-
-def test_without_hard_links_each_rewrite_still_replaces_the_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_links(*args: Any) -> None:
-        raise PermissionError(1, "Operation not permitted")  # as on some FUSE/SMB mounts
-
-    monkeypatch.setattr(os, "link", no_links)
-    path = tmp_path / "summary.json"
-    file = scheduler.AtomicFile(path)
-    for number in range(3):
-        file.write(f"version {number}\n")
-        assert path.read_text(encoding="utf-8") == f"version {number}\n"
-    file.remove_spare()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
-
 
 
 def test_multirun_jobs_share_the_lock_and_a_plain_run_is_kept_out(tmp_path: Path) -> None:
