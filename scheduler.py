@@ -1565,8 +1565,8 @@ def _select_hydra(path: str) -> Any:
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> None:
-    if not _job_exit_codes:  # only in a process's first job: in a multirun's later ones it
-        gc.freeze()  # would also freeze the jobs before them's garbage, never to be freed
+    if not _job_exit_codes:  # a process's first job only: in a multirun's later jobs, it
+        gc.freeze()  # would freeze the earlier jobs' garbage too, never to be freed
     _log_to_file_only()
     OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
