@@ -112,6 +112,15 @@ def run_folder(project: Path) -> Path:
     return found[0].parent
 
 
+def sweep_folder(project: Path) -> Path:
+    """Return the project's one sweep folder, multirun/<date>/<HH-MM-SS>-<pid>."""
+    found = sorted(path for path in project.glob("multirun/*/*") if path.is_dir())
+    assert len(found) == 1, f"expected one sweep folder, found {found}"
+    assert re.fullmatch(rf"{re.escape(str(project))}/multirun/\d{{4}}-\d\d-\d\d/"
+                        rf"\d\d-\d\d-\d\d-\d+", str(found[0])), found[0]
+    return found[0]
+
+
 def load_summary(project: Path) -> Dict[str, Any]:
     """Return the summary.json of the project's one run."""
     summary: Dict[str, Any] = json.loads((run_folder(project) / "summary.json").read_text())

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 import pytest
-from conftest import load_json, run_scheduler, scheduler_command, scheduler_env, split_log
+from conftest import (
+    load_json,
+    run_scheduler,
+    scheduler_command,
+    scheduler_env,
+    split_log,
+    sweep_folder,
+)
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -48,15 +55,6 @@ NO_RESULT = "ended without a result: cancelled, or killed before crude-link coul
 def project_with(make_project: Any, config: str) -> Path:
     project: Path = make_project(config).resolve()  # the scheduler names resolved paths
     return project
-
-
-def sweep_folder(project: Path) -> Path:
-    """Return the project's one sweep folder, multirun/<date>/<HH-MM-SS>-<pid>."""
-    found = sorted(path for path in project.glob("multirun/*/*") if path.is_dir())
-    assert len(found) == 1, f"expected one sweep folder, found {found}"
-    assert re.fullmatch(rf"{re.escape(str(project))}/multirun/\d{{4}}-\d\d-\d\d/"
-                        rf"\d\d-\d\d-\d\d-\d+", str(found[0])), found[0]
-    return found[0]
 
 
 def array_tasks(sweep: Path) -> Dict[int, str]:

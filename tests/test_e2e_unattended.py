@@ -31,6 +31,7 @@ from conftest import (
     scheduler_env,
     split_log,
     step_statuses,
+    sweep_folder,
     terminal_text,
     wait_until_gone,
 )
@@ -903,12 +904,11 @@ def test_a_multirun_whose_jobs_all_succeed_exits_0(make_project: Any) -> None:
     assert printed == ["x", "y"]
 
 
-
 def test_a_failed_multirun_job_is_named_in_a_report_with_its_exit_code(make_project: Any) -> None:
     project = make_project(make_config(SWEPT))
     result = run_scheduler(project, "-m", "steps.0.arguments.exit_code=0,3")
     assert result.returncode == 3, result.stdout + result.stderr
-    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    sweep = sweep_folder(project)
     assert result.stderr.splitlines()[-2:] == [
         f"crude-link: 1 of 2 job(s) failed in {sweep}:",
         f"  job 1 (steps.0.arguments.exit_code=3): failed, exit code 3; "
@@ -924,7 +924,6 @@ def test_a_multirun_dry_run_succeeds_and_reports_no_failure(make_project: Any) -
     assert "failed" not in result.stdout + result.stderr
     assert result.stdout.count("crude-link: dry run, nothing is executed") == 2, result.stdout
     assert not list(project.glob("multirun/*/*/*/summary.json"))
-
 
 
 def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
@@ -949,7 +948,7 @@ def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) 
     assert sorted(job.name for job in jobs) == ["0"], jobs  # job 1 never started
     [summary] = jobs.values()
     assert (summary["status"], summary["exit_code"]) == ("interrupted", 143)
-    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    sweep = sweep_folder(project)
     assert err.decode().splitlines()[-2:] == [
         f"crude-link: 1 of 1 job(s) failed in {sweep}:",
         f"  job 0 (steps.0.arguments.print=a): interrupted, exit code 143; "
@@ -958,12 +957,11 @@ def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) 
     assert b"Traceback" not in out + err
 
 
-
 def test_a_multirun_job_with_a_config_error_is_reported_and_exits_2(make_project: Any) -> None:
     project = make_project(make_config(SWEPT))
     result = run_scheduler(project, "-m", "scheduler.kill_grace=1,-1")
     assert result.returncode == 2, result.stdout + result.stderr
-    [sweep] = [path for path in project.glob("multirun/*/*") if path.is_dir()]
+    sweep = sweep_folder(project)
     assert result.stderr.splitlines()[-2:] == [
         f"crude-link: 1 of 2 job(s) failed in {sweep}:",
         f"  job 1 (scheduler.kill_grace=-1): config error, no step was run (exit code 2); "
