@@ -1850,7 +1850,7 @@ class SweepWatch:
 
 def _sent_to_slurm(folder: Path) -> bool:
     """Return whether the sweep's jobs went to Slurm: submitit wrote an sbatch script."""
-    return any("#SBATCH" in script.read_text(errors="replace")
+    return any("#SBATCH" in _read_text(script)
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
@@ -1860,6 +1860,7 @@ def _job_number(submitit_id: str) -> int:
 
 
 def _read_text(path: Path) -> str:
+    """Return a file's text, or '' if it cannot be read (gone, say)."""
     try:
         return path.read_text("utf-8", errors="replace")
     except OSError:
