@@ -849,8 +849,9 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                 elif chunk == b"":
                     watch.remove(out)
             now = time.monotonic()
-            if now >= deadline and not timed_out and not exited:
+            if now >= deadline and not exited:
                 timed_out = True
+                deadline = math.inf  # fired: a past deadline would make the wait below 0
                 send(signal.SIGTERM)
                 kill_at = now + kill_grace
             if stop.signum is not None and kill_at == math.inf and not exited:

@@ -1,0 +1,191 @@
+"""End to end: nothing lost (issue "Nothing lost, nothing let in", reliability part).
+
+A step never outlives the scheduler, nor do the processes it leaves behind; SIGHUP stops a
+run as SIGTERM does; summary.json is never left `running` by a scheduler that ended on its
+own; a fault of the machine is exit 70 with one line; a timed-out step does not spin the CPU;
+a refused run leaves no litter (CONTRACT §4-§7, §9).
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from conftest import (
+    is_gone,
+    load_json,
+    rest_of_output,
+    scheduler_command,
+    scheduler_env,
+)
+
+pytestmark = pytest.mark.e2e
+
+# A step whose arguments (key=value words) choose how it behaves:
+#   marker=PATH     append the name of each SIGTERM/SIGINT/SIGHUP it gets to PATH
+#   on_signal=exit  then exit 128+N (the default); on_signal=ignore: keep going
+#   leave=print|quiet   first start a child in its process group that outlives it: `print`
+#                   prints "tick" lines until it is stopped, `quiet` prints nothing (its
+#                   output goes to /dev/null); with child_ignores=term it ignores SIGTERM
+#   then=wait       print "waiting" and sleep for up to 60 s (the default); then=exit: exit 0
+STEP = """\
+import os, signal, subprocess, sys, time
+
+args = dict(word.split("=", 1) for word in sys.argv[1:])
+
+def on_signal(signum, frame):
+    if "marker" in args:
+        with open(args["marker"], "a") as marker:
+            marker.write(signal.Signals(signum).name + "\\n")
+    if args.get("on_signal", "exit") != "ignore":
+        os._exit(128 + signum)
+
+CHILD = '''
+import signal, sys, time
+if sys.argv[1] == "term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+end = time.monotonic() + 120
+while time.monotonic() < end:
+    if sys.argv[2] == "print":
+        print("tick", flush=True)
+    time.sleep(0.01)
+'''
+if "leave" in args:
+    quiet = args["leave"] == "quiet"
+    subprocess.Popen([sys.executable, "-c", CHILD, args.get("child_ignores", "-"),
+                      args["leave"]], stdout=subprocess.DEVNULL if quiet else None)
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(signum, on_signal)
+if args.get("then", "wait") == "exit":
+    sys.exit(0)
+print("waiting", flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    time.sleep(0.02)
+"""
+
+# Every option a test overrides is declared, so `scheduler.X=...` needs no `+`.
+OPTIONS = """\
+scheduler:
+  on_failure: abort
+  kill_grace: 1
+  lock: true
+"""
+
+
+def make_config(steps: str, options: str = OPTIONS) -> str:
+    """Return a config: the given `steps:` items and the options."""
+    return "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ") + options
+
+
+def step_processes(project: Path) -> List[int]:
+    """Return the live processes started by any run of the project (found in procfs)."""
+    prefix = f"CRUDE_LINK_RUN_DIR={project}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if any(item.startswith(prefix) for item in environ.split(b"\0")) and not is_gone(pid):
+            found.append(pid)
+    return found
+
+
+def wait_for_no_step_processes(project: Path, timeout: float = 15) -> List[int]:
+    """Return the project's step processes still alive after up to timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := step_processes(project)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def kill_step_processes(project: Path) -> None:
+    """SIGKILL whatever a failed test left behind."""
+    for pid in step_processes(project):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _no_procfs_no_test() -> None:
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("these tests find a step's processes in /proc")
+
+
+@contextlib.contextmanager
+def started(project: Path, *overrides: str) -> Iterator["subprocess.Popen[bytes]"]:
+    """Start the scheduler with no terminal; on the way out, stop it and its steps."""
+    proc = subprocess.Popen(
+        scheduler_command(project, *overrides), cwd=project.parent, env=scheduler_env(),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        kill_step_processes(project)
+
+
+def output_of(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
+    return rest_of_output(proc, timeout).decode("utf-8", errors="replace")
+
+
+def summaries(project: Path, folder: str = "outputs") -> Dict[Path, Dict[str, Any]]:
+    pattern = "*/*/summary.json" if folder == "outputs" else "*/*/*/summary.json"
+    return {path.parent: load_json(path) for path in sorted((project / folder).glob(pattern))}
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs at where (made if missing) for the test; skip where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+# ── 10. A timed-out step does not spin the CPU ───────────────────────────
+
+
+def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) -> None:
+    project = make_project(
+        make_config(
+            "- {script: tasks/step.py, timeout: 1, arguments: {on_signal: ignore}}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")),
+        {"step.py": STEP})
+    proc = subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+        kill_step_processes(project)
+    assert proc.returncode == 124
+    # Start-up (Python, Hydra) and the step take well under a second of CPU here; a busy
+    # wait through kill_grace took all of its 4 s.
+    cpu = usage.ru_utime + usage.ru_stime
+    assert cpu < 2.5, f"the scheduler used {cpu:.2f}s of CPU"
+
+
