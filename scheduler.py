@@ -654,6 +654,30 @@ def signal_group(group: int, signum: int) -> None:
         os.killpg(group, signum)
 
 
+def group_is_alive(group: int) -> bool:
+    """Return whether a process group still has a process that is not a zombie."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False  # the usual answer, in one system call
+    except PermissionError:
+        return True
+    # Zombies count for kill(); an init that never reaps (some containers) keeps them.
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no procfs: believe kill()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
 class SlurmJob:
     """The Slurm job (or job step) an `srun` step runs as, found by srun's pid.
 
@@ -830,7 +854,10 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     watch = [out] if exit_fd is None else [out, exit_fd]
     deadline = started + timeout if timeout else math.inf
     kill_at = math.inf
+    look_at = started + POLL_INTERVAL  # look at the step's exit at least this often
     timed_out = exited = False
+    left = False  # processes of the step's group outlive its main process
+    given_up_at = math.inf  # after SIGKILL, when to stop waiting for the group to go
     try:
         announce()
         while True:
@@ -844,34 +871,49 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                     terminal.write(chunk)
                     tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
                         tail + chunk)[-TAIL_BYTES:]
-                    if stop.signum is None and time.monotonic() < min(deadline, kill_at):
+                    if stop.signum is None and time.monotonic() < min(deadline, kill_at,
+                                                                      look_at):
                         continue
                 elif chunk == b"":
                     watch.remove(out)
             now = time.monotonic()
-            if now >= deadline and not exited:
+            running = not exited or left
+            if now >= deadline and running:  # the timeout covers what the step left too
                 timed_out = True
                 deadline = math.inf  # fired: a past deadline would make the wait below 0
                 send(signal.SIGTERM)
-                kill_at = now + kill_grace
-            if stop.signum is not None and kill_at == math.inf and not exited:
+                kill_at = min(kill_at, now + kill_grace)
+            if stop.signum is not None and kill_at == math.inf and running:
                 if stop.forwarded_to != proc.pid:  # arrived before the group was known
                     send(stop.signum)
                 kill_at = stop.at + kill_grace
-            if now >= kill_at and not exited:
+            if now >= kill_at and running:
                 send(signal.SIGKILL)
                 kill_at = math.nan  # killed once; never again
+                given_up_at = now + 4 * POLL_INTERVAL  # a process in the kernel (state D)
             wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
             ready = select.select(watch, [], [], wait)[0] if watch else []
+            if not exited and (out not in ready or exit_fd in ready or now >= look_at):
+                look_at = now + POLL_INTERVAL
+                if proc.poll() is not None:
+                    exited = True
+                    if exit_fd in watch:
+                        watch.remove(exit_fd)
+                    # What the step started in its group (a forgotten `&`, a data loader's
+                    # worker) is stopped too, as at a timeout: the run goes on without it.
+                    send = functools.partial(signal_group, proc.pid)
+                    left = group_is_alive(proc.pid)
+                    if left and kill_at == math.inf:
+                        send(signal.SIGTERM)
+                        kill_at = now + kill_grace
+            elif left and (out not in ready or now >= look_at):
+                look_at = now + POLL_INTERVAL
+                left = group_is_alive(proc.pid) and now < given_up_at
             if out in ready:
                 continue  # output (or its end) to read
-            if not exited and proc.poll() is not None:
-                exited = True
-                if exit_fd in watch:
-                    watch.remove(exit_fd)
-            # Done at end of output, or when a leftover child of the step holds the pipe
-            # open but has been silent for a moment after the step itself exited.
-            if exited and (out not in watch or not ready):
+            # Done when the step's group is gone and its output ended, or when a process
+            # outside the group (a daemon started with setsid) holds the pipe but is silent.
+            if exited and not left and (out not in watch or not ready):
                 break
             if not watch:  # output closed and no pidfd: wait for the exit the slow way
                 with contextlib.suppress(subprocess.TimeoutExpired):

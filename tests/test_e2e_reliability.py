@@ -20,8 +20,11 @@ from conftest import (
     is_gone,
     load_json,
     rest_of_output,
+    run_folder,
+    run_scheduler,
     scheduler_command,
     scheduler_env,
+    step_statuses,
 )
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +52,7 @@ CHILD = '''
 import signal, sys, time
 if sys.argv[1] == "term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", file=sys.stderr, flush=True)
 end = time.monotonic() + 120
 while time.monotonic() < end:
     if sys.argv[2] == "print":
@@ -57,8 +61,10 @@ while time.monotonic() < end:
 '''
 if "leave" in args:
     quiet = args["leave"] == "quiet"
-    subprocess.Popen([sys.executable, "-c", CHILD, args.get("child_ignores", "-"),
-                      args["leave"]], stdout=subprocess.DEVNULL if quiet else None)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, args.get("child_ignores", "-"),
+                              args["leave"]], stdout=subprocess.DEVNULL if quiet else None,
+                             stderr=subprocess.PIPE)
+    child.stderr.readline()  # it is ready: its signal handling is in place
 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(signum, on_signal)
 if args.get("then", "wait") == "exit":
@@ -160,6 +166,62 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+# ── 6. What a step leaves behind ─────────────────────────────────────────
+
+
+@pytest.mark.parametrize("leave, child_ignores", [
+    ("print", "-"),     # prints for ever: held the pipeline for good
+    ("quiet", "term"),  # silent, ignores SIGTERM: ran on after the run
+])
+def test_processes_a_step_leaves_behind_are_stopped_and_the_run_goes_on(
+    make_project: Any, leave: str, child_ignores: str
+) -> None:
+    project = make_project(
+        make_config(
+            f"""\
+            - script: tasks/step.py
+              name: leaver
+              arguments: {{leave: {leave}, child_ignores: '{child_ignores}', then: exit}}
+            - {{script: tasks/fate.py, name: later, arguments: {{record: later.json}}}}
+            """),
+        {"step.py": STEP})
+    try:
+        began = time.monotonic()
+        result = run_scheduler(project)
+        took = time.monotonic() - began
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+        assert took < 15  # kill_grace 1 and a moment, and start-up
+        assert step_processes(project) == [], "a process of the step outlived it"
+    finally:
+        kill_step_processes(project)
+    summary = load_json(run_folder(project) / "summary.json")
+    assert step_statuses(summary) == ["succeeded", "succeeded"]
+    assert (project / "later.json").exists()
+    assert summary["steps"][0]["duration_s"] < 10
+
+
+def test_the_timeout_covers_what_a_step_leaves_behind(make_project: Any) -> None:
+    project = make_project(
+        make_config(
+            """\
+            - script: tasks/step.py
+              name: leaver
+              timeout: 1
+              arguments: {leave: print, child_ignores: term, then: exit}
+            """,
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 2")),
+        {"step.py": STEP})
+    try:
+        result = run_scheduler(project)
+        assert result.returncode == 124, result.stdout[-2000:] + result.stderr
+        assert step_processes(project) == []
+    finally:
+        kill_step_processes(project)
+    step = load_json(run_folder(project) / "summary.json")["steps"][0]
+    assert (step["status"], step["exit_code"]) == ("timed_out", 124)
+    assert 1 <= step["duration_s"] < 10  # the timeout, then SIGKILL after kill_grace
 
 
 # ── 10. A timed-out step does not spin the CPU ───────────────────────────
