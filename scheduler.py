@@ -614,7 +614,7 @@ def render_arguments(arguments: Mapping[Any, Any], fmt: str = "{key}={value}") -
 
 
 class StopRequest:
-    """What SIGINT/SIGTERM asked for, and the process group to pass them on to."""
+    """What SIGINT/SIGTERM/SIGHUP asked for, and the process group to pass them on to."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
@@ -956,6 +956,12 @@ def sleep_unless_stopped(seconds: float, stop: StopRequest) -> None:
 # ── Failure dialog (I/O) ─────────────────────────────────────────────────
 
 
+def print_newline() -> None:
+    """End the line a prompt left open; say nothing if the terminal is gone (SIGHUP)."""
+    with contextlib.suppress(OSError):
+        print(flush=True)
+
+
 def parse_choice(text: str) -> Optional[str]:
     """Return the dialog choice a reply means ("R", "retry" → "retry"); None if unclear."""
     word = text.strip().lower()
@@ -970,7 +976,7 @@ def ask_what_next(ask: Callable[[str], str] = input) -> str:
         try:
             reply = ask(prompt)
         except EOFError:
-            print()
+            print_newline()
             return "abort"
         choice = parse_choice(reply)
         if choice:
@@ -1122,7 +1128,8 @@ class Console:
             self._show(colored(line, "red", attrs=["bold"] if index == 0 else None))
 
     def _show(self, text: str) -> None:
-        sys.stdout.flush()  # anything print()ed before must come first
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            sys.stdout.flush()  # anything print()ed before must come first
         self.terminal.write(text.encode("utf-8", errors="replace") + b"\n")
 
 
@@ -1264,14 +1271,14 @@ class Interrupted(BaseException):
 
 
 class _signals_raise:
-    """Inside the dialog, Ctrl-C and SIGTERM end the wait at once (as exceptions)."""
+    """Inside the dialog, Ctrl-C, SIGTERM and SIGHUP end the wait at once (as exceptions)."""
 
     def __enter__(self) -> None:
         def raise_interrupted(signum: int, frame: Any) -> None:
             raise Interrupted(signum)
 
         self.saved = {sig: signal.signal(sig, raise_interrupted)
-                      for sig in (signal.SIGINT, signal.SIGTERM)}
+                      for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.saved.items():
@@ -1307,7 +1314,7 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
             break
     except (Interrupted, KeyboardInterrupt) as stopped:
         signum = stopped.signum if isinstance(stopped, Interrupted) else signal.SIGINT
-        print()
+        print_newline()
         pipeline.console.say(f"{signal.Signals(signum).name} at the prompt: aborting", "yellow")
         run_status, exit_code = ABORTED, EXIT_SIGNAL_BASE + signum
     steps = record.data["steps"]
@@ -1694,8 +1701,9 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
 
 
 def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
-    """Run the pipeline with SIGINT/SIGTERM passed on to steps; return its exit code."""
-    signals = [signal.SIGINT, signal.SIGTERM]
+    """Run the pipeline with SIGINT/SIGTERM/SIGHUP passed on to steps; return its exit code."""
+    # SIGHUP: the terminal closed or the ssh connection dropped; the run stops as on SIGTERM.
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     if callable(signal.getsignal(signal.SIGUSR2)):
         # A submitit job on Slurm: SIGUSR2 says its time limit is near. submitit's own
         # handler would raise in the middle of a step; stop the step cleanly instead.
@@ -1732,7 +1740,7 @@ GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude
 
 
 class SweepStopped(BaseException):
-    """SIGTERM reached the launching process of a multirun (or its watch gave up)."""
+    """SIGTERM or SIGHUP reached the launching process of a multirun (or its watch gave up)."""
 
 
 class SweepWatch:
@@ -1923,6 +1931,7 @@ def run_multirun(watch: SweepWatch) -> int:
         raise SweepStopped(signum)
 
     signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGHUP, stopped)
     hydra_code: Any = EXIT_OK
     stop_code = None
     try:
@@ -1931,7 +1940,7 @@ def run_multirun(watch: SweepWatch) -> int:
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
     except (KeyboardInterrupt, SweepStopped) as stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish the job
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one: finish
             signal.signal(sig, signal.SIG_IGN)
         signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
         if not watch.gave_up:
@@ -1984,7 +1993,8 @@ def help_text() -> str:
         "Exit status: 0 every selected step succeeded (or dry run, nothing to resume);",
         "  1-255 the first failed step's exit code (124 timeout, 128+N signal N);",
         "  2 config error (all listed, no step run); 75 another run holds the lock;",
-        "  130 Ctrl-C; 143 SIGTERM; 70 crude-link itself failed.",
+        "  130 Ctrl-C; 143 SIGTERM; 129 SIGHUP; 70 crude-link itself failed or a fault",
+        "  of the machine (a read-only or full disk).",
         "",
         "Hydra's own flags and help: python scheduler.py --hydra-help",
     ])

@@ -15,16 +15,22 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
+import ptyprocess
 import pytest
 from conftest import (
+    PROMPT,
+    finish,
     is_gone,
     load_json,
+    read_until,
     rest_of_output,
     run_folder,
     run_scheduler,
     scheduler_command,
     scheduler_env,
     step_statuses,
+    sweep_folder,
+    terminal_text,
 )
 
 pytestmark = pytest.mark.e2e
@@ -166,6 +172,139 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+# ── 5. SIGHUP ────────────────────────────────────────────────────────────
+
+WAITING_THEN_LATER = """\
+- {script: tasks/step.py, name: sleeper, arguments: {marker: signals.txt, leave: quiet}}
+- {script: tasks/fate.py, name: later, arguments: {record: later.json}}
+"""
+
+
+def test_sighup_during_a_step_stops_it_and_the_run_ends_interrupted_with_129(
+    make_project: Any,
+) -> None:
+    project = make_project(make_config(WAITING_THEN_LATER), {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        proc.send_signal(signal.SIGHUP)
+        output = output_of(proc)
+        assert proc.returncode == 129, output
+        assert wait_for_no_step_processes(project) == []
+    assert "Traceback" not in output
+    assert (project / "signals.txt").read_text() == "SIGHUP\n"
+    summary = load_json(run_folder(project) / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
+    assert step_statuses(summary) == ["interrupted", "not_run"]
+    assert summary["finished"] is not None
+    assert not (project / "later.json").exists()
+
+
+def test_sighup_to_a_step_that_ignores_it_kills_it_after_kill_grace(make_project: Any) -> None:
+    project = make_project(
+        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, "
+                    "on_signal: ignore}}\n"),
+        {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        proc.send_signal(signal.SIGHUP)
+        signalled = time.monotonic()
+        output = output_of(proc)
+        took = time.monotonic() - signalled
+    assert proc.returncode == 129, output
+    assert 1 - 0.1 <= took < 15  # kill_grace: 1
+    summary = load_json(run_folder(project) / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
+    assert summary["steps"][0]["exit_code"] == 128 + signal.SIGKILL
+
+
+def close_the_terminal_after(project: Path, text: bytes) -> int:
+    """Run the scheduler on a terminal, close that once it showed text; return the exit code."""
+    command = scheduler_command(project)
+    child = ptyprocess.PtyProcess.spawn(command, cwd=str(project.parent), env=scheduler_env())
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while text not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += child.read(4096)
+        os.close(child.fd)  # the terminal goes away: the kernel sends SIGHUP
+        child.closed = True
+        child.wait()
+        assert child.signalstatus is None, f"killed by signal {child.signalstatus}"
+        code: int = child.exitstatus
+        assert wait_for_no_step_processes(project) == []
+    finally:
+        if child.isalive():
+            os.kill(child.pid, signal.SIGKILL)
+        kill_step_processes(project)
+    return code
+
+
+def test_closing_the_terminal_stops_the_run_as_sighup(make_project: Any) -> None:
+    project = make_project(make_config(WAITING_THEN_LATER), {"step.py": STEP})
+    assert close_the_terminal_after(project, b"waiting\r\n") == 129
+    assert (project / "signals.txt").read_text() == "SIGHUP\n"
+    summary = load_json(run_folder(project) / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
+    assert step_statuses(summary) == ["interrupted", "not_run"]
+
+
+def test_sighup_at_the_dialog_aborts_with_129(make_project: Any, spawn_scheduler: Any) -> None:
+    project = make_project(
+        make_config(
+            """\
+            - {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}
+            - {script: tasks/fate.py, name: later, arguments: {record: later.json}}
+            """,
+            OPTIONS.replace("on_failure: abort", "on_failure: ask")))
+    child = spawn_scheduler(project)
+    child.expect(PROMPT)
+    child.kill(signal.SIGHUP)
+    assert finish(child) == 129
+    assert "Traceback" not in terminal_text(child)
+    summary = load_json(run_folder(project) / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("aborted", 129)
+    assert step_statuses(summary) == ["failed", "not_run"]
+
+
+def test_closing_the_terminal_at_the_dialog_aborts_with_129(make_project: Any) -> None:
+    project = make_project(
+        make_config("- {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}\n",
+                    OPTIONS.replace("on_failure: abort", "on_failure: ask")))
+    assert close_the_terminal_after(project, b"[a] abort") == 129
+    summary = load_json(run_folder(project) / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("aborted", 129)
+
+
+def test_sighup_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
+    project = make_project(
+        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt}}\n"),
+        {"step.py": STEP})
+    proc = subprocess.Popen(
+        scheduler_command(project, "-m", "+steps.0.arguments.x=a,b"), cwd=project.parent,
+        env=scheduler_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n", timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_step_processes(project)
+    assert proc.returncode == 129, err
+    assert b"Traceback" not in out + err
+    jobs = summaries(project, "multirun")
+    assert sorted(job.name for job in jobs) == ["0"], jobs  # job 1 never started
+    [summary] = jobs.values()
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
+    assert sweep_folder(project).is_dir()
 
 
 # ── 6. What a step leaves behind ─────────────────────────────────────────
