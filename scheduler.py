@@ -622,6 +622,7 @@ class StopRequest:
         self.at = 0.0
         self.group: Optional[int] = None
         self.forwarded_to: Optional[int] = None
+        self.watchdog: Optional[Watchdog] = None  # told of each step's group
 
     def handle(self, signum: int, frame: Any) -> None:
         """Record the signal and pass it on to the running step at once."""
@@ -652,6 +653,23 @@ def signal_group(group: int, signum: int) -> None:
     """Send a signal to a process group that may already be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)
+
+
+def process_is_alive(pid: int) -> bool:
+    """Return whether a process runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no procfs
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def group_is_alive(group: int) -> bool:
@@ -757,6 +775,86 @@ def _scancel(job: str, *options: str) -> None:
     _slurm(["scancel", *options, job])
 
 
+# The watchdog's shell script: $1 is kill_grace in tenths of a second. It reads process group
+# ids, one a line, until the pipe ends; if the last is not 0, the scheduler died while that
+# group ran. It stops the group, and holds the run lock (an inherited descriptor) till the
+# group is gone. A group of zombies (an init that never reaps) counts as gone.
+_WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the scheduler dies
+trap '' HUP INT
+ticks=$1
+group=0
+while read -r line; do group=$line; done
+[ "$group" -gt 0 ] 2>/dev/null || exit 0
+alive() {
+    kill -0 -"$group" 2>/dev/null || return 1
+    [ -r /proc/self/stat ] || return 0
+    for stat in /proc/[0-9]*/stat; do
+        { read -r line <"$stat"; } 2>/dev/null || continue
+        set -- ${line##*) }
+        [ "$3" = "$group" ] && [ "$1" != Z ] && [ "$1" != X ] && return 0
+    done
+    return 1
+}
+kill -TERM -"$group" 2>/dev/null
+tick=0
+while alive; do
+    [ "$tick" -eq "$ticks" ] && kill -KILL -"$group" 2>/dev/null
+    [ "$tick" -gt $((ticks + 50)) ] && exit 0
+    tick=$((tick + 1))
+    sleep 0.1 2>/dev/null || sleep 1
+done
+"""
+
+
+class Watchdog:
+    """A small shell, started once per run, that stops the running step if the scheduler dies.
+
+    kill -9 or the OOM killer leave no chance to stop a step: it would run on, and, the run
+    lock gone, the next run would start a second copy of it in the same folders. The
+    scheduler tells the watchdog, through a pipe, the process group of each step it starts
+    (0 when that has ended); the pipe's end, with a group named, means the scheduler died.
+    The step's group then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays
+    held until the group is gone. It costs one write of a few bytes per step, start and end.
+    """
+
+    def __init__(self, kill_grace: float, lock: Optional[BinaryIO]) -> None:
+        self.fd: Optional[int] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        read, write = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
+                 str(math.ceil(kill_grace * 10))],
+                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                pass_fds=(lock.fileno(),) if lock else (), start_new_session=True)
+            self.fd = write
+        except OSError as error:  # no /bin/sh: run without, as before
+            log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
+                        "killed outright", error)
+            os.close(write)
+        finally:
+            os.close(read)
+
+    def watch(self, group: int) -> None:
+        """Name the running step's process group (0: none runs)."""
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"%d\n" % group)
+            except OSError:  # the watchdog was killed: nothing to tell
+                os.close(self.fd)
+                self.fd = None
+
+    def close(self) -> None:
+        """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
+        self.watch(0)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
                                                                Optional[SlurmJob]]:
     """Return how to signal a started step, and its Slurm job when it runs through srun."""
@@ -845,6 +943,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     # The signal handler passes a stop on at once to a plain step; an srun step needs
     # squeue and scancel, which the loop below runs instead (within POLL_INTERVAL).
     stop.group = None if slurm else proc.pid
+    if stop.watchdog is not None:
+        stop.watchdog.watch(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.fileno()
     with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
@@ -929,6 +1029,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
         if exit_fd is not None:
             os.close(exit_fd)
         proc.wait()
+        if stop.watchdog is not None:
+            stop.watchdog.watch(0)
         if slurm is not None and (timed_out or stop.signum is not None):
             slurm.scancel()  # whatever srun did on its way out: leave no job in squeue
     code = proc.returncode
@@ -1378,6 +1480,17 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
     return handle, ""
 
 
+def lock_refusal(holder: str, root: Path) -> str:
+    """Return why a run does not start, from what the lock file says of the run holding it."""
+    match = re.match(r"pid (\d+), .*run folder (.*)", holder)
+    if match and not process_is_alive(int(match.group(1))):  # its watchdog holds the lock
+        return (f"crude-link: a step of an earlier run still runs (run folder {match.group(2)}), "
+                f"though its scheduler, pid {match.group(1)}, has ended; it gets SIGTERM, "
+                f"SIGKILL after kill_grace. Not starting while it runs.")
+    return (f"crude-link: another run is using {root} ({holder}); not starting. "
+            f"Wait for it, or stop it first.")
+
+
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """Return the folder and summary of the most recently started run under outputs/."""
     folders = sorted((p.parent for p in outputs.glob("*/*/summary.json")),
@@ -1670,8 +1783,7 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
     lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
                     if options.lock else (None, ""))
     if holder:
-        print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
-                      f"Wait for it, or stop it first.", "red"), file=sys.stderr)
+        print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:
@@ -1693,11 +1805,14 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         link_latest(ROOT / "outputs", run_dir)
         record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
                            steps_dir)
+        stop.watchdog = Watchdog(options.kill_grace, lock)
         return run_guarded(pipeline, record, selected)
     finally:
         console.terminal.close()
         if lock:
             lock.close()
+        if stop.watchdog is not None:
+            stop.watchdog.close()
 
 
 def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:

@@ -87,6 +87,7 @@ scheduler:
   on_failure: abort
   kill_grace: 1
   lock: true
+  resume: false
 """
 
 
@@ -172,6 +173,87 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+# ── 4. A step does not outlive the scheduler ─────────────────────────────
+
+
+def test_kill_9_of_the_scheduler_stops_its_running_step_and_what_it_started(
+    make_project: Any,
+) -> None:
+    project = make_project(
+        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, leave: quiet}}\n"),
+        {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        assert len(step_processes(project)) == 2  # the step and its child
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert wait_for_no_step_processes(project) == [], "the step outlived the scheduler"
+    assert (project / "signals.txt").read_text() == "SIGTERM\n"  # asked to stop, not killed
+    summary = load_json(run_folder(project) / "summary.json")
+    assert step_statuses(summary) == ["running"]  # the truth: nobody was left to write it
+
+
+def test_a_new_run_is_refused_while_a_step_of_a_killed_scheduler_still_runs(
+    make_project: Any,
+) -> None:
+    project = make_project(
+        make_config(
+            "- script: tasks/step.py\n"
+            "  arguments: {marker: signals.txt, on_signal: ignore, then: wait}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 60")),
+        {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        first = run_folder(project)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not (project / "signals.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (project / "signals.txt").read_text() == "SIGTERM\n"
+        [step] = step_processes(project)  # it ignores SIGTERM: it still runs
+
+        refused = run_scheduler(project, "scheduler.resume=true")
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 75, output
+        assert "Traceback" not in output
+        message = [line for line in output.splitlines() if "still runs" in line]
+        assert message and str(first) in message[0], output
+        assert list(summaries(project)) == [first]  # the refused run recorded nothing
+        assert [p.name for p in (project / "outputs").glob("*/*/[0-9][0-9]-*.log")] == [
+            "01-step.log"]
+
+        os.kill(step, signal.SIGKILL)
+        assert wait_for_no_step_processes(project) == []
+        deadline = time.monotonic() + 5  # the lock goes with the step's last process
+        while True:
+            again = run_scheduler(project, "scheduler.resume=true",
+                                  "steps.0.arguments.then=exit")
+            if again.returncode != 75 or time.monotonic() > deadline:
+                break
+        assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_after_kill_9_a_step_that_ignores_sigterm_is_killed_after_kill_grace(
+    make_project: Any,
+) -> None:
+    project = make_project(
+        make_config(
+            "- {script: tasks/step.py, arguments: {on_signal: ignore, leave: quiet, "
+            "child_ignores: term}}\n"),
+        {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        assert wait_for_no_step_processes(project, timeout=20) == []
+        assert 1 - 0.2 <= time.monotonic() - killed < 15  # kill_grace: 1
 
 
 # ── 5. SIGHUP ────────────────────────────────────────────────────────────
