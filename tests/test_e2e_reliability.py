@@ -445,6 +445,88 @@ def test_the_timeout_covers_what_a_step_leaves_behind(make_project: Any) -> None
     assert 1 <= step["duration_s"] < 10  # the timeout, then SIGKILL after kill_grace
 
 
+# ── 7. summary.json is finished whenever the scheduler ends on its own ───
+
+
+def test_a_full_disk_while_a_step_prints_ends_the_run_failed_with_70(
+    make_project: Any,
+) -> None:
+    project = make_project(
+        make_config("- {script: tasks/fate.py, name: chatty, arguments: {bytes: 8388608}}\n"))
+    with mounted_tmpfs(project / "outputs", "size=1m"):
+        result = run_scheduler(project)
+        output = result.stdout + result.stderr
+        assert result.returncode == 70, output
+        assert "Traceback" not in output
+        assert "No space left on device" in result.stderr
+        run = run_folder(project)
+        summary = load_json(run / "summary.json")
+        assert (summary["status"], summary["exit_code"]) == ("failed", 70)
+        assert summary["finished"] is not None
+        assert step_statuses(summary) == ["interrupted"]
+        assert not list(run.glob(".*.tmp"))
+        assert step_processes(project) == []
+
+
+@pytest.mark.parametrize("env, problem", [
+    ('{"": 1}', "env has a variable named ''"),
+    ('{"A=B": 1}', "env has a variable named 'A=B'"),
+    ('{"A\\0B": 1}', "env has a variable named 'A\\x00B'"),
+    ('{"A": "x\\0y"}', "env.A must not hold a NUL byte"),
+])
+def test_env_names_and_values_the_system_refuses_are_config_errors(
+    make_project: Any, env: str, problem: str
+) -> None:
+    project = make_project(make_config(
+        f"- {{script: tasks/fate.py, arguments: {{record: ran.json}}, env: {env}}}\n"))
+    result = run_scheduler(project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"steps[0] (fate): {problem}" in result.stderr, result.stderr
+    assert not (project / "ran.json").exists()
+    assert summaries(project) == {}
+
+
+# ── 8. Faults of the machine are exit 70, with one line ──────────────────
+
+
+def assert_one_line_fault(result: "subprocess.CompletedProcess[str]", path: Path,
+                          reason: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 70, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert str(path) in lines[0] and reason in lines[0], lines[0]
+
+
+def test_a_read_only_outputs_folder_is_exit_70_with_one_line(make_project: Any) -> None:
+    project = make_project(make_config("- {script: tasks/fate.py, arguments: {record: r.json}}\n"))
+    with mounted_tmpfs(project / "outputs", "ro"):
+        result = run_scheduler(project)
+    assert_one_line_fault(result, project / "outputs", "Read-only file system")
+    assert not (project / "r.json").exists()
+
+
+def test_a_full_disk_at_start_is_exit_70_with_one_line(make_project: Any) -> None:
+    project = make_project(make_config("- {script: tasks/fate.py, arguments: {record: r.json}}\n"))
+    with mounted_tmpfs(project / "outputs", "size=64k") as outputs:
+        with contextlib.suppress(OSError), open(outputs / "filler", "wb") as filler:
+            while True:
+                filler.write(b"x" * 4096)
+                filler.flush()
+        result = run_scheduler(project)
+    assert_one_line_fault(result, project / "outputs", "No space left on device")
+    assert not (project / "r.json").exists()
+
+
+def test_a_read_only_multirun_folder_is_exit_70_with_one_line(make_project: Any) -> None:
+    project = make_project(make_config("- {script: tasks/fate.py, arguments: {record: r.json}}\n"))
+    with mounted_tmpfs(project / "multirun", "ro"):
+        result = run_scheduler(project, "-m", "+steps.0.arguments.x=1,2")
+    assert_one_line_fault(result, project / "multirun", "Read-only file system")
+
+
 # ── 10. A timed-out step does not spin the CPU ───────────────────────────
 
 
