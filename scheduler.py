@@ -318,6 +318,20 @@ def check_options(raw: Any) -> List[str]:
     return problems
 
 
+TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
+
+
+def check_top_level(keys: List[Any], defaults: Any) -> List[str]:
+    """Return a problem for each top-level key crude-link does not know, and a bad default:."""
+    known = list(TOP_LEVEL_KEYS)
+    problems = [f"unknown top-level key '{key}'{_did_you_mean(str(key), known, 'top-level keys')}"
+                for key in sorted(set(map(str, keys)) - set(known))]
+    if defaults is not None and not isinstance(defaults, (list, dict)):
+        problems.append(f"default: must be a list or a mapping of step templates, "
+                        f"got {defaults!r}")
+    return problems
+
+
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
                 ("day of week", 0, 7))
 _CRON_NAMES = {
@@ -1534,6 +1548,32 @@ def lock_refusal(holder: str, root: Path) -> str:
             f"Wait for it, or stop it first.")
 
 
+HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
+
+
+def remove_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run folder holding only Hydra's own files (.hydra/, an empty log), if it does."""
+    for logger in (logging.getLogger(), log):  # Hydra's log file there is open: close it
+        for handler in list(logger.handlers):
+            if (isinstance(handler, logging.FileHandler)
+                    and Path(handler.baseFilename).parent == run_dir):
+                handler.close()
+                logger.removeHandler(handler)
+    hydra_dir, log_file = run_dir / ".hydra", run_dir / "scheduler.log"
+    with contextlib.suppress(OSError):
+        if ({p.name for p in run_dir.iterdir()} - {hydra_dir.name, log_file.name}
+                or {p.name for p in hydra_dir.iterdir()} - HYDRA_FILES
+                or log_file.stat().st_size):
+            return  # something of the user's, or a message worth keeping
+        for name in HYDRA_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (hydra_dir / name).unlink()
+        hydra_dir.rmdir()
+        log_file.unlink()
+        run_dir.rmdir()
+        run_dir.parent.rmdir()  # the day's folder, if this was its only run
+
+
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """Return the folder and summary of the most recently started run under outputs/."""
     folders = sorted((p.parent for p in outputs.glob("*/*/summary.json")),
@@ -1570,6 +1610,8 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
         os.replace(temporary, outputs / LATEST_LINK)
     except OSError as error:  # e.g. a real folder named latest: never worth failing a run
         log.warning("could not update %s: %s", outputs / LATEST_LINK, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 # ── Cron ─────────────────────────────────────────────────────────────────
@@ -1740,15 +1782,29 @@ def load_config(cfg: DictConfig, root: Path, python: str
                 ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
     """Return the plan and options of a composed config, or the problems found in it."""
     unresolved: List[str] = []
-    steps = resolve_section(cfg.get("steps"), "steps", unresolved)
-    options = resolve_section(cfg.get("scheduler"), "scheduler", unresolved)
-    defaults = OmegaConf.to_container(cfg["default"]) if "default" in cfg else None
+    steps = resolve_section(_section(cfg, "steps", unresolved), "steps", unresolved)
+    options = resolve_section(_section(cfg, "scheduler", unresolved), "scheduler", unresolved)
+    defaults = _section(cfg, "default", unresolved)
+    if isinstance(defaults, (DictConfig, ListConfig)):
+        defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
     names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
-    problems = check_config(steps, options, defaults, root) + name_steps_in(unresolved, names)
+    problems = (check_top_level(list(cfg), defaults) + check_config(steps, options, defaults, root)
+                + name_steps_in(unresolved, names))
     if problems:
         return [], SchedulerOptions(), problems
     chosen = SchedulerOptions(**(options or {}))
     return plan_steps(steps, names, root, python, chosen.launcher or ()), chosen, []
+
+
+def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
+    """Return a top-level section of the config; None, and a problem, if it cannot resolve."""
+    try:
+        return cfg.get(key)
+    except OmegaConfBaseException as error:  # `steps: ${steps}`, say
+        raw: Any = OmegaConf.to_container(cfg)
+        raw = raw[key]
+        problems.append(f"{key}: cannot resolve {raw!r}: {_first_line(error)}")
+        return None
 
 
 def _log_to_file_only() -> None:
@@ -1849,6 +1905,8 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
                     if options.lock else (None, ""))
     if holder:
         print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
+        if not _in_multirun():  # a sweep's report looks for each job's folder
+            remove_unused_run_dir(run_dir)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:

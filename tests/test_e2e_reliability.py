@@ -8,8 +8,10 @@ a refused run leaves no litter (CONTRACT §4-§7, §9).
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -554,3 +556,63 @@ def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) 
     assert cpu < 2.5, f"the scheduler used {cpu:.2f}s of CPU"
 
 
+# ── 11. A refused run leaves no litter ───────────────────────────────────
+
+
+def test_a_run_refused_by_the_lock_leaves_no_run_folder(make_project: Any, tmp_path: Path) -> None:
+    project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
+    with started(project) as first:
+        assert first.stdout is not None
+        read_until(first.stdout.fileno(), b"waiting\n")
+        refused = run_scheduler(project)
+        assert refused.returncode == 75, refused.stdout + refused.stderr
+        folders = [p for p in (project / "outputs").glob("*/*") if p.is_dir()
+                   and not p.parent.is_symlink()]
+        assert folders == [run_folder(project)], folders
+        assert [p.name for p in (project / "outputs").iterdir()
+                if p.name.startswith(".latest")] == []
+
+
+def test_a_real_folder_named_latest_leaves_no_temporary_link(make_project: Any) -> None:
+    project = make_project(make_config("- {script: tasks/fate.py}\n"))
+    (project / "outputs" / "latest").mkdir(parents=True)
+    (project / "outputs" / "latest" / "mine.txt").write_text("the user's")
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p.name for p in (project / "outputs").iterdir() if p.name.startswith(".latest")] == []
+    assert (project / "outputs" / "latest" / "mine.txt").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("key, hint", [("schedular", "scheduler"), ("step", "steps"),
+                                       ("defualt", "default")])
+def test_an_unknown_top_level_key_is_a_config_error(make_project: Any, key: str,
+                                                    hint: str) -> None:
+    project = make_project(
+        make_config("- {script: tasks/fate.py, arguments: {record: ran.json}}\n")
+        + f"{key}: {{on_failure: continue}}\n")
+    result = run_scheduler(project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert re.search(rf"unknown top-level key '{key}'.*did you mean '{hint}'", result.stderr), \
+        result.stderr
+    assert not (project / "ran.json").exists()
+
+
+def test_hydra_and_default_stay_allowed_at_the_top_level(make_project: Any) -> None:
+    project = make_project(
+        "default:\n  - fate: &fate {script: tasks/fate.py, arguments: {record: ran.json}}\n"
+        "hydra:\n  job: {name: mine}\n"
+        "steps:\n  - <<: *fate\n")
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "ran.json").exists()
+
+
+def test_the_step_processes_helper_sees_a_running_step(make_project: Any) -> None:
+    """The tests above trust step_processes() to find a step: check that it does."""
+    project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
+    with started(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        assert len(step_processes(project)) == 1
+    assert sys.platform.startswith("linux")
