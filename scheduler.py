@@ -253,6 +253,8 @@ def check_step(index: int, raw: Any, name: Optional[str], root: Path) -> List[st
         value = raw.get(key)
         if key not in type_failed and isinstance(value, (int, float)) and value < 0:
             problems.append(f"{where}: {key} must be >= 0, got {value!r}")
+        elif key not in type_failed and isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where}: {key} must be a finite number of seconds, got {value!r}")
     if raw.get("name") == "":
         problems.append(f"{where}: name must not be empty")
     for key, value in (raw.get("env") or {}).items() if isinstance(raw.get("env"), dict) else ():
@@ -295,6 +297,9 @@ def check_options(raw: Any) -> List[str]:
     grace = raw.get("kill_grace")
     if isinstance(grace, (int, float)) and grace < 0:
         problems.append(f"scheduler: kill_grace must be >= 0 seconds, got {grace!r}")
+    elif isinstance(grace, float) and not math.isfinite(grace):
+        problems.append(f"scheduler: kill_grace must be a finite number of seconds, "
+                        f"got {grace!r}")
     for key in ("only", "skip"):
         if raw.get(key) is not None and normalize_names(raw[key]) is None:
             problems.append(f"scheduler: {key} must be a step name or a list of names, "
@@ -2170,7 +2175,7 @@ def _job_overrides(job: Path) -> str:
     return f" ({' '.join(words)})" if words else ""
 
 
-def run_multirun(watch: SweepWatch, held: Optional["HeldFaultReport"] = None) -> int:
+def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
 
     def stopped(signum: int, frame: Any) -> None:
@@ -2185,8 +2190,8 @@ def run_multirun(watch: SweepWatch, held: Optional["HeldFaultReport"] = None) ->
             main()
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
-        if held is not None and hydra_fault(hydra_exit, held, ROOT / "multirun"):
-            hydra_code = EXIT_SOFTWARE
+        reported = report_hydra_error(hydra_exit, held, ROOT / "multirun") if held else None
+        hydra_code = hydra_code if reported is None else reported
     except (KeyboardInterrupt, SweepStopped) as stop:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one: finish
             signal.signal(sig, signal.SIG_IGN)
@@ -2293,37 +2298,185 @@ def configured_run_dirs(text: Optional[str]) -> List[str]:
         return []  # the usual case: no YAML parse at start-up
     import yaml  # PyYAML comes with omegaconf
 
-    with contextlib.suppress(yaml.YAMLError):
+    with contextlib.suppress(yaml.YAMLError, AttributeError):  # hydra: 3 is reported later
         node = (yaml.safe_load(text) or {}).get("hydra") or {}
         return [f"hydra.{key}.dir" for key in ("run", "sweep")
                 if isinstance(node.get(key), dict) and "dir" in node[key]]
     return []
 
 
-def yaml_problem(text: str) -> Optional[str]:
-    """Return what makes text invalid YAML ('... line 3, column 23'), or None.
+def not_utf8(path: Path) -> Optional[str]:
+    """Return where a file stops being UTF-8 text ('byte 0xff at line 3, column 4'), or None."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except OSError:
+        return None  # missing or unreadable: Hydra says so
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        return (f"not UTF-8 text (a binary file?): byte 0x{data[error.start]:02x} at line "
+                f"{line}, column {column}")
+    return None
 
-    Hydra would report it with a traceback. libyaml's parser checks in about a millisecond;
-    the slower pure-Python one, which OmegaConf uses, confirms a problem before it counts.
+
+def yaml_problem(text: str) -> Optional[str]:
+    """Return what makes text invalid YAML ('... line 3, column 23'), or None."""
+    return compose_yaml(text)[1]
+
+
+def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
+    """Return text's YAML node tree (None: empty) and what makes it invalid YAML, or None.
+
+    Hydra would report a problem with a traceback. libyaml checks in a fraction of a
+    millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
+    before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
     """
     import yaml  # PyYAML comes with omegaconf
 
-    loader = getattr(yaml, "CSafeLoader", None)
+    node = None
     try:
-        if loader is not None:
-            yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, for syntax only
-        return None
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                loader.construct_document(node)  # what the YAML means: a bad merge (<<), say
+        finally:
+            loader.dispose()
     except yaml.YAMLError:
-        pass
-    try:
-        yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        return f"{error.problem or error.context or 'not valid YAML'}{where}"
-    except yaml.YAMLError as error:
-        return _first_line(error)
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            yaml.safe_load(text)
+        except yaml.MarkedYAMLError as error:
+            if isinstance(error, yaml.composer.ComposerError) and error.context:
+                return None, (f"{error.context}{_at(error.context_mark)}, "  # both anchors
+                              f"{error.problem}{_at(error.problem_mark)}")
+            return None, f"{error.problem or error.context or 'not valid YAML'}{_at(error)}"
+        except yaml.YAMLError as error:
+            return None, _first_line(error)
+        except RecursionError:
+            return None, f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels)"
+    return node, _repeated_key(node)
+
+
+def _at(found: Any) -> str:
+    """Return ' (line 3, column 23)': where a YAML error, node or mark is."""
+    mark = getattr(found, "problem_mark", None) or getattr(found, "start_mark", found)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def _repeated_key(root: Any) -> Optional[str]:
+    """Return the first key repeated in a mapping of a YAML node tree, as a problem, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    seen, todo = set(), [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or not isinstance(node, yaml.CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: Dict[str, Any] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:str" and key.value in keys:
+                    first = keys[key.value].start_mark.line + 1
+                    return (f"found duplicate key {key.value!r}{_at(key)}; it is first at line "
+                            f"{first}")
+                keys.setdefault(key.value, key)
+                todo.extend((key, value))
+        else:
+            todo.extend(node.value)
     return None
+
+
+MAX_CONFIG_DEPTH = 32  # OmegaConf itself fails at ~80 levels of mappings
+MAX_CONFIG_VALUES = 50_000  # Hydra takes about 10 s to compose that many
+
+
+class _Refused(Exception):
+    """A config too big or too deep to give to Hydra; its message says where."""
+
+
+def shape_problems(root: Any) -> List[str]:
+    """Return the problems of a config's YAML node tree that Hydra would fail on, badly.
+
+    Aliases are counted as the copies OmegaConf makes of them: a few hundred bytes of
+    anchors and aliases can stand for billions of values (hours and gigabytes in Hydra).
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return [f"the config must be a mapping (steps:, scheduler:...), got "
+                f"{'a list' if isinstance(root, yaml.SequenceNode) else repr(root.value)}"
+                f"{_at(root)}"]
+    try:
+        _measure(root, 1, {})
+    except _Refused as refused:
+        return [str(refused)]
+    problems = []
+    for key, value in root.value:
+        if key.value == "hydra" and not isinstance(value, yaml.MappingNode):
+            problems.append(f"hydra: must be a mapping of Hydra's settings{_at(value)}")
+        elif key.value == "defaults":
+            problems.extend(_defaults_problems(value))
+    return problems
+
+
+def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
+             ) -> Tuple[int, int]:
+    """Return (values, levels) a node stands for, aliases expanded; raise _Refused: too many.
+
+    known: node id → its (values, levels), or None while its children are being measured.
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if depth > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    if id(node) in known:
+        measured = known[id(node)]
+        if measured is None:
+            raise _Refused(f"an alias refers to a node that holds it{_at(node)}: "
+                           "it would repeat for ever")
+        size, height = measured
+    elif not isinstance(node, yaml.CollectionNode):
+        size, height = 1, 1
+    else:
+        known[id(node)] = None
+        size, height = 1, 1
+        children = (node.value if isinstance(node, yaml.SequenceNode)
+                    else [part for pair in node.value for part in pair])
+        for child in children:
+            child_size, child_height = _measure(child, depth + 1, known)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_CONFIG_VALUES:
+                raise _Refused(f"the config stands for more than {MAX_CONFIG_VALUES} values, "
+                               f"its aliases expanded{_at(node)}: too big to load")
+        known[id(node)] = size, height
+    if depth + height - 1 > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    return size, height
+
+
+def _defaults_problems(node: Any) -> List[str]:
+    """Return the problems of a `defaults:` list: Hydra's, of config groups; not step templates."""
+    import yaml  # PyYAML comes with omegaconf
+
+    hint = ("defaults: is Hydra's list of configs to compose; step templates go in "
+            "'default:' (did you mean 'default'?)")
+    if not isinstance(node, yaml.SequenceNode):
+        return [f"{hint}; got no list{_at(node)}"]
+    for item in node.value:
+        if isinstance(item, yaml.ScalarNode):
+            continue
+        pairs = item.value if isinstance(item, yaml.MappingNode) else []
+        if (len(pairs) != 1 or not isinstance(pairs[0][0], yaml.ScalarNode)
+                or pairs[0][0].value in STEP_KEYS or isinstance(pairs[0][1], yaml.MappingNode)
+                or isinstance(pairs[0][1], yaml.SequenceNode)
+                and not all(isinstance(v, yaml.ScalarNode) for v in pairs[0][1].value)):
+            return [f"{hint}; an item must be a config name or 'group: option'{_at(item)}"]
+    return []
 
 
 # Hydra's flags that take a value; its --info takes one optionally.
@@ -2353,12 +2506,13 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     return argv + extra
 
 
-class HeldFaultReport:
-    """sys.stderr while Hydra sets a job up: holds back its report of a fault of the machine.
+class HeldErrorReport:
+    """sys.stderr while Hydra sets a job up: holds back its traceback of an error crude-link
+    says in one line instead.
 
     Hydra makes the run folder, its log file and .hydra/ before main runs, and reports what
-    fails there (a read-only or full disk) with a traceback, then exits 1. Text written while
-    such a fault is handled outside main is held back; crude-link says it in one line.
+    fails there (a read-only or full disk) with a traceback, then exits 1; so too a config
+    file that its YAML parser refuses although libyaml took it (a tab inside a key, say).
     """
 
     def __init__(self, stream: Any) -> None:
@@ -2366,7 +2520,7 @@ class HeldFaultReport:
         self.held: List[str] = []
 
     def write(self, text: str) -> int:
-        if machine_fault(sys.exc_info()[1]) is not None and not _inside_main():
+        if _one_line_error(sys.exc_info()[1]) is not None and not _inside_main():
             self.held.append(text)
             return len(text)
         return int(self.stream.write(text))
@@ -2386,29 +2540,54 @@ def _inside_main() -> bool:
     return False
 
 
-def hydra_fault(hydra_exit: SystemExit, held: HeldFaultReport, where: Path) -> bool:
-    """Say in one line the fault of the machine Hydra exited on, if it did; return whether."""
+def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
+    """Return the fault of the machine or the YAML error behind an error, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    fault = machine_fault(error)
+    for _ in range(10):
+        if fault is not None or error is None or isinstance(error, yaml.YAMLError):
+            return fault or error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def report_hydra_error(hydra_exit: SystemExit, held: HeldErrorReport, where: Path
+                       ) -> Optional[int]:
+    """Say in one line the error Hydra exited on, if crude-link can; return the exit code."""
     sys.stderr = held.stream  # Hydra is done
-    fault = machine_fault(hydra_exit.__context__) if hydra_exit.code == 1 else None
-    if fault is None:
-        held.stream.write("".join(held.held))  # not ours to shorten after all
-        return False
-    print_fault(fault, where, "no step was run")
-    return True
+    error = _one_line_error(hydra_exit.__context__) if hydra_exit.code == 1 else None
+    if isinstance(error, OSError):
+        print_fault(error, where, "no step was run")
+        return EXIT_SOFTWARE
+    if error is not None:
+        path = Path(getattr(getattr(error, "problem_mark", None), "name", "config"))
+        problem = getattr(error, "problem", None) or _first_line(error)
+        print(colored(f"crude-link: {path.name} is not valid YAML; no step was run:", "red",
+                      attrs=["bold"]) + f"\n  {path}: {problem}{_at(error)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    held.stream.write("".join(held.held))  # not ours to shorten after all
+    return None
 
 
 if __name__ == "__main__":
     _config, _text = primary_config(sys.argv[1:], ROOT)
-    _problem = yaml_problem(_text) if _text is not None else None
+    _tree, _problem = compose_yaml(_text) if _text is not None else (None, not_utf8(_config))
     if _problem:
         print(colored(f"crude-link: {_config.name} is not valid YAML; no step was run:", "red",
                       attrs=["bold"]) + f"\n  {_config}: {_problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+    _problems = shape_problems(_tree)
+    if _problems:
+        print(colored(f"crude-link: {_config.name} cannot be loaded; no step was run:", "red",
+                      attrs=["bold"]), *(f"  {_config}: {p}" for p in _problems),
+              sep="\n", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(_text))
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
-    sys.stderr = _held = HeldFaultReport(sys.stderr)
+    sys.stderr = _held = HeldErrorReport(sys.stderr)
     if "-m" in sys.argv or "--multirun" in sys.argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.
         _own = any(override.startswith("hydra.sweep.dir=") for override in _ours)
@@ -2416,8 +2595,9 @@ if __name__ == "__main__":
     try:
         main()
     except SystemExit as hydra_exit:
-        if hydra_fault(hydra_exit, _held, ROOT / "outputs"):
-            sys.exit(EXIT_SOFTWARE)
+        _reported = report_hydra_error(hydra_exit, _held, ROOT / "outputs")
+        if _reported is not None:
+            sys.exit(_reported)
         # Hydra reports its own errors (YAML syntax, a bad override, a missing config)
         # in a message and exits 1: those are config errors found before any step ran.
         sys.exit(EXIT_CONFIG_ERROR if hydra_exit.code == 1 else hydra_exit.code)
