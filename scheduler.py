@@ -1040,7 +1040,9 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
             # outside the group (a daemon started with setsid) holds the pipe but is silent.
             if exited and not left and (out not in watch or not ready):
                 break
-            if not watch:  # output closed and no pidfd: wait for the exit the slow way
+            if not watch and exited:  # output closed; what the step left has yet to go
+                time.sleep(wait)
+            elif not watch:  # output closed and no pidfd: wait for the exit the slow way
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
     except BaseException:  # as subprocess.run does: never leave the step behind
@@ -1931,9 +1933,9 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
+        stop.watchdog = Watchdog(options.kill_grace, lock)
         record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
                            steps_dir)
-        stop.watchdog = Watchdog(options.kill_grace, lock)
         return run_guarded(pipeline, record, selected)
     finally:
         console.terminal.close()

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import ptyprocess
 import pytest
@@ -175,6 +175,22 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def exit_code_and_cpu(project: Path) -> Tuple[int, float]:
+    """Run the scheduler; return its exit code and the CPU time it (and its steps) used."""
+    proc = subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+        kill_step_processes(project)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 # ── 4. A step does not outlive the scheduler ─────────────────────────────
@@ -447,6 +463,18 @@ def test_the_timeout_covers_what_a_step_leaves_behind(make_project: Any) -> None
     assert 1 <= step["duration_s"] < 10  # the timeout, then SIGKILL after kill_grace
 
 
+def test_waiting_for_what_a_step_left_costs_no_cpu(make_project: Any) -> None:
+    project = make_project(
+        make_config(
+            "- {script: tasks/step.py, arguments: {leave: quiet, child_ignores: term, "
+            "then: exit}}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")),
+        {"step.py": STEP})
+    code, cpu = exit_code_and_cpu(project)
+    assert code == 0
+    assert cpu < 2.5, f"the scheduler used {cpu:.2f}s of CPU"  # a busy wait: 4 s
+
+
 # ── 7. summary.json is finished whenever the scheduler ends on its own ───
 
 
@@ -538,21 +566,10 @@ def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) 
             "- {script: tasks/step.py, timeout: 1, arguments: {on_signal: ignore}}\n",
             OPTIONS.replace("kill_grace: 1", "kill_grace: 4")),
         {"step.py": STEP})
-    proc = subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-        kill_step_processes(project)
-    assert proc.returncode == 124
+    code, cpu = exit_code_and_cpu(project)
+    assert code == 124
     # Start-up (Python, Hydra) and the step take well under a second of CPU here; a busy
     # wait through kill_grace took all of its 4 s.
-    cpu = usage.ru_utime + usage.ru_stime
     assert cpu < 2.5, f"the scheduler used {cpu:.2f}s of CPU"
 
 
