@@ -2330,25 +2330,18 @@ def yaml_problem(text: str) -> Optional[str]:
 def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
     """Return text's YAML node tree (None: empty) and what makes it invalid YAML, or None.
 
-    Hydra would report a problem with a traceback. libyaml checks in a fraction of a
-    millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
+    Hydra would report a problem with a traceback. libyaml composes the text in a fraction
+    of a millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
     before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
+    Nothing is constructed: merges (<<) of merges could take for ever (shape_problems says).
     """
     import yaml  # PyYAML comes with omegaconf
 
-    node = None
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                loader.construct_document(node)  # what the YAML means: a bad merge (<<), say
-        finally:
-            loader.dispose()
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
-            yaml.safe_load(text)
         except yaml.MarkedYAMLError as error:
             if isinstance(error, yaml.composer.ComposerError) and error.context:
                 return None, (f"{error.context}{_at(error.context_mark)}, "  # both anchors

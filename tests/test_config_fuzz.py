@@ -31,6 +31,11 @@ ALIAS_BOMB = "".join(
     f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['x'] * 9)}]\n"
     for prev, name in zip(["", *"abcdefgh"], "abcdefghi"))
 
+# The same with merge keys: PyYAML's constructor itself would copy the keys 9**8 times.
+MERGE_BOMB = "a: &a {" + ", ".join(f"k{i}: 1" for i in range(9)) + "}\n" + "".join(
+    f"{name}: &{name} {{<<: [{', '.join([f'*{prev}'] * 9)}]}}\n"
+    for prev, name in zip("abcdefgh", "bcdefghi"))
+
 
 def nested(levels: int) -> str:
     return "x: " + "{a: " * levels + "1" + "}" * levels + "\n"
@@ -76,6 +81,12 @@ CASES = {
     "nested 3000 levels deep": (
         "x: " + "[" * 3000 + "]" * 3000 + "\nsteps:\n" + GOOD_STEP, ["nested too deeply"]),
     "an alias bomb": (ALIAS_BOMB + "steps:\n" + GOOD_STEP, ["more than 50000 values"]),
+    "a merge bomb": (MERGE_BOMB + "steps:\n" + GOOD_STEP, ["more than 50000 values"]),
+    "a merge of a number": (
+        "x: {<<: 3}\nsteps:\n" + GOOD_STEP, ["expected a mapping or list of mappings"]),
+    "a key repeated beside a merge": (
+        "default:\n  - t: &t {script: tasks/fate.py, name: t}\n"
+        "steps:\n  - {<<: *t, name: t, name: u}\n", ["duplicate key 'name'", "line 4"]),
     "a NaN timeout": (
         "steps:\n  - {script: tasks/fate.py, timeout: .nan}\n", ["timeout must be a finite"]),
     "an infinite retry_delay": (

@@ -291,13 +291,13 @@ def test_arguments_reach_the_step_with_the_same_values_and_types(make_project: A
 def test_interpolations_resolve_when_the_command_is_built(make_project: Any) -> None:
     project = make_project(
         """\
-        model_dir: models
+        default: {model_dir: models}  # a top-level key of its own would be unknown
         steps:
           - script: tasks/fate.py
             arguments:
               record: record.json
               out: ${hydra:runtime.output_dir}/data.csv
-              model: ${model_dir}/m.json
+              model: ${default.model_dir}/m.json
               script_again: ${..script}
               today: ${now:%Y-%m-%d}
         """
