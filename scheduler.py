@@ -781,9 +781,20 @@ def render_hydra_value(value: Any) -> str:
 
 
 def _hydra_key(key: Any) -> str:
-    if not _HYDRA_KEY.match(str(key)):
-        raise ValueError(f"Hydra cannot read {key!r} as a key of a mapping inside a list")
-    return str(key)
+    """Return a key of a mapping inside a list; Hydra's grammar has no quoted keys."""
+    text = str(key)
+    if not _HYDRA_KEY.match(text) or text.lower() in _HYDRA_WORDS or _is_number(text):
+        raise ValueError(f"Hydra cannot read {key!r} as a string key of a mapping inside a "
+                         "list (it has no quoted keys)")
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _hydra_string(text: str) -> str:
@@ -816,7 +827,7 @@ def render_argparse(key: str, value: Any, fmt: str) -> List[str]:
     if value is False or value is None or isinstance(value, dict):  # {}: nothing to pass
         return []
     if isinstance(value, (list, tuple)):
-        items = [_plain_item(key, item) for item in value]
+        items = [_argparse_item(key, item) for item in value]
         for item in items:
             if item.startswith("-") and not _NEGATIVE_NUMBER.match(item):
                 raise ValueError(f"argparse would read the list item {item!r} as an option; "
@@ -839,6 +850,18 @@ def plain_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)  # inf, -inf and nan as float() reads them
     return str(value)
+
+
+def _argparse_item(key: str, item: Any) -> str:
+    """Return a list item for argparse: a negative float without an exponent (-0.00001).
+
+    argparse takes a word for a negative number only as -12 or -1.5, else for an option.
+    """
+    if isinstance(item, float) and item < 0 and math.isfinite(item):
+        from decimal import Decimal  # only such a list pays for this import
+
+        return format(Decimal(repr(item)), "f")
+    return _plain_item(key, item)
 
 
 def _plain_item(key: str, item: Any) -> str:
