@@ -322,23 +322,48 @@ _CRON_NAMES = {
 
 def check_schedule(expression: str) -> List[str]:
     """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
+    control = next((char for char in expression if is_control(char)), None)
+    if control is not None:  # a newline would end the crontab line: a cron job of its own
+        return [f"must not hold {control_name(control)}, got {expression!r}"]
     parts = expression.split()
     if len(parts) != 5:
         return [f"must have five fields (minute hour day-of-month month day-of-week), "
                 f"got {expression!r}"]
     problems = []
     for part, (what, low, high) in zip(parts, _CRON_FIELDS):
-        names = _CRON_NAMES.get(what, [])
-        if part.lower() in names:
-            continue
         for item in part.split(","):
-            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
-            numbers = [int(n) for n in match.groups()[1:3] if n] if match else []
-            step = match.group(4) if match else None
-            if not match or any(not low <= n <= high for n in numbers) or step == "0":
+            if not _is_cron_item(item.lower(), _CRON_NAMES.get(what, []), low, high):
+                named = " names," if what in _CRON_NAMES else ""
                 problems.append(f"has an invalid {what} {item!r} in {expression!r} "
-                                f"(allowed: {low}-{high}, *, lists, ranges, /steps)")
+                                f"(allowed: {low}-{high},{named} *, lists, ranges, /steps)")
     return problems
+
+
+def _is_cron_item(item: str, names: List[str], low: int, high: int) -> bool:
+    """Return whether one list item of a cron field is valid: 5, mon, 1-5, mon-fri/2, */15."""
+    match = re.fullmatch(r"(\*|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", item)
+    if not match:
+        return False
+    whole, first, last, step = match.groups()
+    if step is not None and (int(step) == 0 or whole != "*" and last is None):
+        return False  # crontab wants * or a range before a step: 5/2 is refused
+    for value in (first, last):
+        if value is not None and not (value.isdigit() and low <= int(value) <= high
+                                      or value in names):
+            return False
+    return True
+
+
+def is_control(char: str) -> bool:
+    """Return whether char is a control character (C0, DEL, C1, line or paragraph separator)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
+def control_name(char: str) -> str:
+    """Return a control character in words: 'a newline', 'control character U+001B'."""
+    named = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+    return named.get(char, f"control character U+{ord(char):04X}")
 
 
 def normalize_names(names: Any) -> Optional[List[str]]:
@@ -1399,10 +1424,13 @@ def _cron_escape(text: str) -> str:
 
 
 def edit_crontab(table: bytes, tag: str, line: Optional[str]) -> bytes:
-    """Return the crontab without the lines ending in tag, plus line if given."""
+    """Return the crontab without its active lines ending in tag, plus line if given.
+
+    A line the user commented out is the user's, even when it ends with the tag.
+    """
     marker = tag.encode()
     kept = [row for row in table.splitlines(keepends=True)
-            if not row.rstrip(b"\r\n").endswith(marker)]
+            if not row.rstrip(b"\r\n").endswith(marker) or row.lstrip().startswith(b"#")]
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += b"\n"
     return b"".join(kept) + (line.encode() + b"\n" if line else b"")
