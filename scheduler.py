@@ -1394,6 +1394,31 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
 # ── Cron ─────────────────────────────────────────────────────────────────
 
 
+def check_cron_words(python: str, root: Path, config_dir: Optional[str], config_name: str,
+                     overrides: Sequence[str]) -> List[str]:
+    """Return a problem for each word of a crontab line that holds a control character.
+
+    Quoting protects such a word from the shell, not from cron: cron reads a newline (or a
+    carriage return, to some editors) as the end of the line, and runs the next one too.
+    """
+    rename = "rename it"
+    words = [("the Python interpreter", python, "use one at another path"),
+             ("the root folder", str(root), "move the folder"),
+             ("--config-dir", config_dir or "", rename), ("--config-name", config_name, rename)]
+    words += [("the override", override, "set that value in the config file instead")
+              for override in overrides]
+    problems = []
+    for what, word, fix in words:
+        if any(0xD800 <= ord(char) <= 0xDFFF for char in word):  # argv bytes that are not UTF-8
+            problems.append(f"{what} {word!r} is not UTF-8 text, which a crontab must be; {fix}")
+        control = next((char for char in word if is_control(char)), None)
+        if control is not None:
+            problems.append(f"{what} {word!r} holds {control_name(control)}: a crontab line "
+                            f"cannot carry a control character (a newline would start a line "
+                            f"of its own); {fix}")
+    return problems
+
+
 def cron_entry(schedule: str, python: str, root: Path, config_dir: Optional[str],
                config_name: str, overrides: Sequence[str], quiet: bool = False
                ) -> Tuple[str, str]:
@@ -1474,6 +1499,21 @@ def run_cron_action(action: str, line: str, tag: str) -> int:
         removed = len(before.splitlines()) - len(after.splitlines())
         print(f"crude-link: removed {removed} crontab line(s) tagged '{tag}'")
     return EXIT_OK
+
+
+def run_cron(options: SchedulerOptions, config_dir: Optional[str], config_name: str,
+             overrides: List[str]) -> int:
+    """Check the words of this folder's crontab line, then print, install or remove it."""
+    action = options.cron or ""
+    problems = check_cron_words(sys.executable, ROOT, config_dir, config_name,
+                                overrides if action != "remove" else [])
+    if problems:
+        unchanged = "" if action == "print" else "; crontab left unchanged"
+        print_problems([f"scheduler.cron={action}: {problem}{unchanged}" for problem in problems])
+        return EXIT_CONFIG_ERROR
+    line, tag = cron_entry(options.schedule or "", sys.executable, ROOT, config_dir,
+                           config_name, overrides, quiet=options.quiet)
+    return run_cron_action(action, line, tag)
 
 
 def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
@@ -1609,9 +1649,7 @@ def main(cfg: DictConfig) -> None:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
     elif options.cron:
-        line, tag = cron_entry(options.schedule or "", sys.executable, ROOT,
-                               *cron_invocation(HydraConfig.get()), quiet=options.quiet)
-        code = run_cron_action(options.cron, line, tag)
+        code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
         code = run_job(plan, options, run_dir, steps_dir, previous, stop)
     _job_exit_codes.append(code)
