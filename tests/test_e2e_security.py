@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import pytest
 from conftest import (
@@ -24,27 +24,33 @@ from conftest import (
     scheduler_env,
     terminal_text,
 )
-from test_e2e_cron import (  # noqa: F401 - fixtures, found by pytest through their names
+from test_e2e_cron import (
     CRON_DAEMON_WAIT,
     NEVER,
     cron_command,
-    cron_daemon,
-    fake_crontab,
+    cron_daemon,  # noqa: F401 - a fixture, used by its name
+    fake_crontab,  # noqa: F401 - a fixture, used by its name
     other_lines,
     project_with_probe,
     read_cron_log,
     read_crontab,
-    tag_of,
-    user_crontab,
+    user_crontab,  # noqa: F401 - a fixture: the user's table, put back exactly afterwards
     wait_for_finished_run,
     wait_for_scheduler_exit,
     write_crontab,
 )
 
 pytestmark = pytest.mark.e2e
+with_user_crontab = pytest.mark.usefixtures("user_crontab")
 
 
 # ── Crontab injection ────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def spy_crontab(request: pytest.FixtureRequest) -> Any:
+    """Return (env, calls file): the real crontab behind a stand-in that notes each call."""
+    return request.getfixturevalue("fake_crontab")("spy")
 
 
 def injection(target: Path, char: str = "\n") -> str:
@@ -63,10 +69,10 @@ def assert_refused(result: Any, named: str) -> None:
 
 @pytest.mark.parametrize("char", ["\n", "\r", "\x1b", "\t"], ids=["LF", "CR", "ESC", "TAB"])
 def test_cron_print_refuses_an_override_with_a_control_character(
-    make_project: Any, fake_crontab: Any, tmp_path: Path, char: str
+    make_project: Any, spy_crontab: Any, tmp_path: Path, char: str
 ) -> None:
     project = project_with_probe(make_project)
-    env, calls = fake_crontab("spy")
+    env, calls = spy_crontab
     bad = injection(tmp_path / "pwned", char)
     result = run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}", bad,
                            env=env)
@@ -74,15 +80,15 @@ def test_cron_print_refuses_an_override_with_a_control_character(
     assert calls.read_text() == "", "cron=print must not touch the crontab"
 
 
+@with_user_crontab
 @pytest.mark.parametrize("char", ["\n", "\r", "\x1b"], ids=["LF", "CR", "ESC"])
 def test_cron_install_refuses_an_override_with_a_control_character_and_changes_nothing(
-    make_project: Any, fake_crontab: Any, user_crontab: Optional[bytes], tmp_path: Path,
-    char: str,
+    make_project: Any, spy_crontab: Any, tmp_path: Path, char: str
 ) -> None:
     project = project_with_probe(make_project)
     other = other_lines(project)
     write_crontab(other)
-    env, calls = fake_crontab("spy")
+    env, calls = spy_crontab
     bad = injection(tmp_path / "pwned", char)
     result = run_scheduler(project, "scheduler.cron=install", f"scheduler.schedule={NEVER}", bad,
                            env=env)
@@ -94,8 +100,9 @@ def test_cron_install_refuses_an_override_with_a_control_character_and_changes_n
     assert read_crontab() == other
 
 
+@with_user_crontab
 def test_a_config_dir_or_name_with_a_newline_never_reaches_the_crontab(
-    make_project: Any, user_crontab: Optional[bytes], tmp_path: Path
+    make_project: Any, tmp_path: Path
 ) -> None:
     project = project_with_probe(make_project)
     other = other_lines(project)
@@ -114,8 +121,9 @@ def test_a_config_dir_or_name_with_a_newline_never_reaches_the_crontab(
             assert read_crontab() == other, (action, named)
 
 
+@with_user_crontab
 def test_a_root_folder_with_a_newline_never_reaches_the_crontab(
-    make_project: Any, user_crontab: Optional[bytes], tmp_path: Path
+    make_project: Any, tmp_path: Path
 ) -> None:
     made = project_with_probe(make_project)
     project = tmp_path / "odd\n* * * * * touch pwned #" / "proj"
@@ -128,9 +136,9 @@ def test_a_root_folder_with_a_newline_never_reaches_the_crontab(
         assert read_crontab() == other
 
 
+@pytest.mark.usefixtures("user_crontab", "cron_daemon")
 def test_a_real_cron_daemon_never_runs_an_injected_line(
-    make_project: Any, user_crontab: Optional[bytes], cron_daemon: Optional[int],
-    tmp_path: Path,
+    make_project: Any, tmp_path: Path
 ) -> None:
     """The refused line is never installed; a good line installed after it runs as ever."""
     project = project_with_probe(make_project)
@@ -168,9 +176,8 @@ SCHEDULES = [
 ]
 
 
-def test_the_schedule_check_agrees_with_the_real_crontab(
-    user_crontab: Optional[bytes],
-) -> None:
+@with_user_crontab
+def test_the_schedule_check_agrees_with_the_real_crontab() -> None:
     sys.path.insert(0, str(ROOT))
     import scheduler  # the pure check, compared with its real consumer
 
@@ -183,9 +190,10 @@ def test_the_schedule_check_agrees_with_the_real_crontab(
     assert any(v[1] for v in verdicts) and not all(v[1] for v in verdicts)
 
 
+@with_user_crontab
 @pytest.mark.parametrize("action", ["install", "remove"])
 def test_install_and_remove_keep_a_line_the_user_commented_out(
-    make_project: Any, user_crontab: Optional[bytes], action: str
+    make_project: Any, action: str
 ) -> None:
     project = project_with_probe(make_project)
     active = run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}")
