@@ -27,6 +27,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -1323,6 +1324,53 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
 # ── Lock, resume and dry run (I/O) ───────────────────────────────────────
 
 
+class LockFileError(Exception):
+    """The lock path is not a regular file crude-link may write (a symlink, a folder...)."""
+
+
+def _open_lock_file(path: Path) -> BinaryIO:
+    """Open (or create) the lock file, never through a symlink; raise LockFileError if unfit.
+
+    Whoever can write outputs/ could put a symlink there, and the run would write its pid
+    line into the file it points at. A FIFO or a device is not even opened (it could block
+    or act); what is opened is checked again, in case it changed in between.
+    """
+    problem = _what_is_there(path)
+    if not problem:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as error:
+            problem = _what_is_there(path) or error.strerror or str(error)
+        else:
+            problem = _what_is_there(path, os.fstat(fd))
+            if not problem:
+                os.set_blocking(fd, True)
+                return os.fdopen(fd, "r+b")
+            os.close(fd)
+    raise LockFileError(f"cannot use the run lock {path}: {problem}; not starting. "
+                        f"Remove it, or run with scheduler.lock=false")
+
+
+def _what_is_there(path: Path, info: Optional[os.stat_result] = None) -> str:
+    """Return why the file at path is not fit to be the lock file ('' if it is)."""
+    try:
+        info = info or os.lstat(path)
+    except OSError:
+        return ""
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            return f"it is a symbolic link (to {os.readlink(path)})"
+        return "it is a symbolic link"
+    if stat.S_ISREG(mode):
+        return f"it has {info.st_nlink} hard links (it is another file too)" if (
+            info.st_nlink > 1) else ""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+    return "it is " + next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def acquire_lock(path: Path, run_dir: Path, shared: bool = False
                  ) -> Tuple[Optional[BinaryIO], str]:
     """Take the root's run lock; return (the open lock file, "") or (None, who holds it).
@@ -1332,7 +1380,7 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
     while a plain run, such as cron's, still finds the root busy, and waits for none.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
+    handle = _open_lock_file(path)
     try:
         fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1683,8 +1731,13 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
     if options.dry_run:
         print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
         return EXIT_OK
-    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
-                    if options.lock else (None, ""))
+    try:
+        lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
+                        if options.lock else (None, ""))
+    except LockFileError as error:  # a fault of the machine, not of the config
+        log.error("%s", error)
+        print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
+        return EXIT_SOFTWARE
     if holder:
         print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
                       f"Wait for it, or stop it first.", "red"), file=sys.stderr)
