@@ -8,8 +8,8 @@ rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
 the run folder always tells the state of the run. The behaviour is specified in
 CONTRACT.md; README.md is the user's guide.
 
-Sections: constants · schema · step checks · option checks · planning (pure) ·
-argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
+Sections: constants · schema · step checks · option checks · planning (pure) · secrets
+(pure) · argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
 record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -78,6 +78,10 @@ POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, si
 SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
 
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
+MASK = "***"  # what crude-link shows instead of a secret value
+# A key holding one of these (Airflow's list; case-insensitive) holds a secret.
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential",
+                "private_key")
 
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
 CRON_ACTIONS = ("print", "install", "remove")
@@ -167,6 +171,7 @@ class PlannedStep:
     step: Step
     command: List[str]
     log_name: str
+    secrets: Tuple[str, ...] = ()  # values shown as *** wherever crude-link shows the step
 
 
 # ── Step checks ──────────────────────────────────────────────────────────
@@ -546,6 +551,77 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
         if before.get(planned.name) not in (SUCCEEDED, SKIPPED):
             return planned.index
     return None
+
+
+# ── Secrets (pure) ───────────────────────────────────────────────────────
+
+_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+
+
+def is_secret_key(key: str) -> bool:
+    """Return whether an argument or env key (dotted for nested arguments) names a secret."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
+    """Return the texts to mask for resolved arguments or env, given the text as written.
+
+    A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
+    one under a secret-named key; a mapping or list there is secret all through.
+    """
+    if key and is_secret_key(key) or isinstance(written, str) and _FROM_ENV.search(written):
+        return _secret_forms(value)
+    if isinstance(value, dict):
+        inner = written if isinstance(written, dict) else {}
+        return [secret for k, v in value.items()
+                for secret in find_secrets(v, inner.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        texts = written if isinstance(written, list) and len(written) == len(value) else []
+        return [secret for v, text in zip(value, texts or [None] * len(value))
+                for secret in find_secrets(v, text, key)]
+    return []
+
+
+def _secret_forms(value: Any) -> List[str]:
+    """Return a secret value as it may be shown: as it is, and rendered as an argument."""
+    if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [form for item in value for form in _secret_forms(item)]
+    return list(dict.fromkeys([str(value), render_value(value)]))
+
+
+def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
+                 ) -> List[PlannedStep]:
+    """Return the plan with each step knowing the run's secrets, from resolved and written steps.
+
+    The whole run's, not only the step's own: a step may pass a secret on to another
+    through an interpolation (${steps.0.env.TOKEN}), which names no oc.env.
+    """
+    texts = written if isinstance(written, list) and len(written) == len(steps) else []
+    found = []
+    for raw, text in zip(steps, texts or [None] * len(steps)):
+        text = text if isinstance(text, dict) else {}
+        for key in ("arguments", "env"):
+            found += find_secrets(raw.get(key) or {}, text.get(key))
+    secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
+    return [replace(planned, secrets=secrets) for planned in plan]
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """Return text with each occurrence of each non-empty secret (longest first) as ***."""
+    words = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+    if not words:
+        return text
+    return re.sub("|".join(map(re.escape, words)), MASK, text)  # one pass: *** stays ***
+
+
+def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
+    """Return a command's words, each masked (mask, then shell-quote: the *** survives)."""
+    return [mask(word, secrets) for word in words]
 
 
 # ── Argument rendering (pure) ────────────────────────────────────────────
@@ -1031,7 +1107,7 @@ class RunRecord:
             # What ${hydra:runtime.output_dir} meant for the steps (a resumed run's origin).
             "output_dir": str(output_dir or run_dir),
             "steps": [{
-                "index": p.index, "name": p.name, "command": p.command,
+                "index": p.index, "name": p.name, "command": mask_words(p.command, p.secrets),
                 "status": NOT_RUN if p.index in chosen else SKIPPED,
                 "exit_code": None, "attempts": 0, "started": None, "finished": None,
                 "duration_s": None, "log": p.log_name,
@@ -1187,9 +1263,9 @@ def announce_attempt(pipeline: Pipeline, planned: PlannedStep, fd: int, shown: s
                      attempt: int, steps: int) -> None:
     """Say that an attempt has started: on the terminal, in scheduler.log, in the step's log."""
     again = f" (attempt {attempt})" if attempt > 1 else ""
-    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: {shown}",
-                         "cyan", bold=True)
-    log.info("command: %s", shlex.join(planned.command))
+    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: "
+                         f"{mask(shown, planned.secrets)}", "cyan", bold=True)
+    log.info("command: %s", shlex.join(mask_words(planned.command, planned.secrets)))
     separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt {attempt} "
                  f"at {now_iso()} ===\n").encode()
     if not _ends_with_newline(fd):
@@ -1215,7 +1291,7 @@ def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) ->
     if output:
         lines.append("  its last line of output:" if len(output) == 1
                      else f"  its last {len(output)} lines of output:")
-        lines.extend(f"  | {line}" for line in output)
+        lines.extend(f"  | {mask(line, planned.secrets)}" for line in output)
     pipeline.console.warn(lines)
 
 
@@ -1423,8 +1499,9 @@ def print_dry_run(selected: List[PlannedStep], root: Path, run_dir: Path,
         extra = {k: v for k, v in env.items() if base_env.get(k) != v}
         print(f"[{planned.index}/{total}] {planned.name}")
         print(f"  cwd:     {shlex.quote(str(root))}")
-        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in extra.items())}")
-        print(f"  command: {shlex.join(planned.command)}")
+        shown = {k: mask(v, planned.secrets) for k, v in extra.items()}
+        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in shown.items())}")
+        print(f"  command: {shlex.join(mask_words(planned.command, planned.secrets))}")
 
 
 def link_latest(outputs: Path, run_dir: Path) -> None:
@@ -1643,7 +1720,8 @@ def load_config(cfg: DictConfig, root: Path, python: str
     if problems:
         return [], SchedulerOptions(), problems
     chosen = SchedulerOptions(**(options or {}))
-    return plan_steps(steps, names, root, python, chosen.launcher or ()), chosen, []
+    plan = plan_steps(steps, names, root, python, chosen.launcher or ())
+    return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
 
 
 def _log_to_file_only() -> None:

@@ -306,6 +306,7 @@ steps:
   - script: tasks/fate.py
     name: later
     arguments: {print: second step, copy: "${steps.0.arguments.auth}"}
+scheduler: {dry_run: false, schedule: null, cron: null}
 """
 
 CLI_SECRET = "+steps.0.arguments.api_key=cli-0verride"

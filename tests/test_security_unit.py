@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 from hypothesis import given
@@ -20,12 +20,12 @@ import scheduler  # noqa: E402
 
 # ── Words that go into a crontab line ────────────────────────────────────
 
-SAFE = dict(python="/venv/bin/python", root=Path("/srv/proj"), config_dir=None,
+SAFE: Dict[str, Any] = dict(python="/venv/bin/python", root=Path("/srv/proj"), config_dir=None,
             config_name="config", overrides=["scheduler.schedule=0 10 * * 1", "x='a b'"])
 
 
 def test_plain_words_may_go_into_a_crontab_line() -> None:
-    assert scheduler.check_cron_words(**SAFE) == []  # type: ignore[arg-type]
+    assert scheduler.check_cron_words(**SAFE) == []
 
 
 @pytest.mark.parametrize("char, said", [
@@ -35,7 +35,7 @@ def test_plain_words_may_go_into_a_crontab_line() -> None:
 ])
 def test_an_override_with_a_control_character_is_named(char: str, said: str) -> None:
     bad = f"steps.0.arguments.x='x{char}* * * * * touch $HOME/pwned #'"
-    problems = scheduler.check_cron_words(**{**SAFE, "overrides": ["a=1", bad]})  # type: ignore
+    problems = scheduler.check_cron_words(**{**SAFE, "overrides": ["a=1", bad]})
     assert len(problems) == 1
     assert repr(bad) in problems[0] and said in problems[0]
     assert "\n" not in problems[0] and "\r" not in problems[0], "one line, the override escaped"
@@ -47,14 +47,14 @@ def test_an_override_with_a_control_character_is_named(char: str, said: str) -> 
 ])
 def test_a_control_character_in_the_folder_config_or_python_is_named(where: str,
                                                                      value: Any) -> None:
-    problems = scheduler.check_cron_words(**{**SAFE, where: value})  # type: ignore[arg-type]
+    problems = scheduler.check_cron_words(**{**SAFE, where: value})
     assert len(problems) == 1
     assert repr(str(value)) in problems[0]
 
 
 def test_text_that_is_not_utf8_is_refused_too() -> None:
     undecodable = os.fsdecode(b"x=\xff")  # how Python hands over such an argv word
-    problems = scheduler.check_cron_words(**{**SAFE, "overrides": [undecodable]})  # type: ignore
+    problems = scheduler.check_cron_words(**{**SAFE, "overrides": [undecodable]})
     assert len(problems) == 1 and "UTF-8" in problems[0]
 
 
