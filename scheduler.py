@@ -702,7 +702,7 @@ def is_secret_key(key: str) -> bool:
 
 
 def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
-    """Return the texts to mask for resolved arguments or env, given the text as written.
+    """Return the texts to mask for resolved arguments, args or env, given the text as written.
 
     A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
     one under a secret-named key; a mapping or list there is secret all through.
@@ -721,14 +721,15 @@ def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
 
 
 def _secret_forms(value: Any) -> List[str]:
-    """Return a secret value as it may be shown: as it is, and rendered as an argument."""
+    """Return a secret value as it may be shown: as it is, and as each argument style writes it."""
     if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
         return []
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, list):
         return [form for item in value for form in _secret_forms(item)]
-    return list(dict.fromkeys([str(value), render_value(value)]))
+    return list(dict.fromkeys([str(value), plain_text(value), render_value(value),
+                               render_hydra_value(value)]))
 
 
 def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
@@ -742,6 +743,7 @@ def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: 
     found = []
     for raw, text in zip(steps, texts or [None] * len(steps)):
         text = text if isinstance(text, dict) else {}
+        found += find_secrets(raw.get("args") or [], text.get("args"))  # positional: no names
         for key in ("arguments", "env"):
             found += find_secrets(raw.get(key) or {}, text.get(key))
     secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))

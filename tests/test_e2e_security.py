@@ -4,13 +4,14 @@ The crontab tests go through the real `crontab` command and put the user's table
 exactly as it was (test_e2e_cron's `user_crontab`); one of them runs a real cron daemon.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 from conftest import (
@@ -409,3 +410,50 @@ def test_summary_json_of_a_run_without_secrets_is_unchanged(make_project: Any) -
     command = load_summary(project)["steps"][0]["command"]
     assert command == [sys.executable, str(project.resolve() / "tasks" / "fate.py"),
                        "record=ran.json"]
+
+
+ARGV_TASK = """\
+import json
+import sys
+
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    json.dump(sys.argv[2:], out)
+"""
+
+
+def read_argv(path: Path) -> List[str]:
+    argv: List[str] = json.loads(path.read_text(encoding="utf-8"))
+    return argv
+
+
+def test_secrets_are_masked_in_every_argument_style_and_in_args(make_project: Any) -> None:
+    project = make_project("""\
+        steps:
+          - script: tasks/argv.py
+            name: positional
+            args: [argv-1.json, "${oc.env:API_TOKEN}"]
+            argument_style: argparse
+            arguments: {service: "${oc.env:SERVICE_KEY}"}
+          - script: tasks/argv.py
+            name: hydra-app
+            args: [argv-2.json]
+            argument_style: hydra
+            arguments: {auth: "${oc.env:API_TOKEN}", db: {password: hunter2-in-yaml}}
+        scheduler: {dry_run: false}
+        """, {"argv.py": ARGV_TASK})
+    dry = run_scheduler(project, "scheduler.dry_run=true", env=secret_env())
+    assert dry.returncode == 0, dry.stderr
+    assert_masked("the dry run", dry.stdout)
+    result = run_scheduler(project, env=secret_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_masked("the output", result.stdout)
+    folder = run_folder(project)
+    assert_masked("scheduler.log", (folder / "scheduler.log").read_text())
+    assert_masked("summary.json", (folder / "summary.json").read_text())
+    first, second = (step["command"] for step in load_summary(project)["steps"])
+    assert first[-2:] == ["***", "--service=***"]
+    assert "auth=***" in second and "db.password=***" in second
+    assert read_argv(project / "argv-1.json") == [TOKEN, f"--service={SERVICE}"]
+    got = read_argv(project / "argv-2.json")
+    assert got[0].startswith("auth=") and TOKEN not in got[0], "hydra style quotes it"
+    assert "db.password=hunter2-in-yaml" in got

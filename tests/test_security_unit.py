@@ -225,3 +225,22 @@ def test_every_planned_step_knows_the_secrets_of_the_run() -> None:
     assert set(plan[0].secrets) == set(plan[1].secrets) == {"tok", "pw"}
     assert plan[0].command == ["/py", "/r/tasks/x.py", "x=v"], "the step gets the real value"
     assert scheduler.mask_words(plan[0].command, plan[0].secrets) == plan[0].command
+
+
+TRICKY = "S3cr'et \"q\" \\ x"  # both quotes and a backslash: each style quotes it its own way
+
+
+@pytest.mark.parametrize("style", ["omegaconf", "hydra", "argparse", "click"])
+def test_a_secret_is_masked_however_the_argument_style_writes_it(style: str) -> None:
+    raw: Dict[str, Any] = {
+        "script": "tasks/x.py", "argument_style": style, "args": ["P0s-only", "open"],
+        "arguments": {"auth": TRICKY, "n": 1, "token_list": [TRICKY, "t2"]}}
+    written = {**raw, "args": ["${oc.env:B}", "open"],
+               "arguments": {**raw["arguments"], "auth": "${oc.env:A}"}}
+    plan = scheduler.plan_steps([raw], ["x"], Path("/r"), "/py", (), "omegaconf", Path("/run"))
+    planned = scheduler.mark_secrets(plan, [raw], [written])[0]
+    assert sum(TRICKY in word or "S3cr" in word for word in planned.command) >= 2, \
+        "the step gets the real value"
+    masked = scheduler.mask_words(planned.command, planned.secrets)
+    assert not any(bit in word for bit in ("S3cr", "t2", "P0s") for word in masked), masked
+    assert "open" in masked and any(word.endswith("n=1") for word in masked)
