@@ -8,8 +8,8 @@ rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
 the run folder always tells the state of the run. The behaviour is specified in
 CONTRACT.md; README.md is the user's guide.
 
-Sections: constants · schema · step checks · option checks · planning (pure) ·
-argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
+Sections: constants · schema · step checks · option checks · planning (pure) · secrets
+(pure) · argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
 record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
@@ -27,11 +27,12 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -77,6 +78,10 @@ POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, si
 SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
 
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
+MASK = "***"  # what crude-link shows instead of a secret value
+# A key holding one of these (Airflow's list; case-insensitive) holds a secret.
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential",
+                "private_key")
 
 ARGUMENT_FORMAT = "{key}={value}"  # a step's default argument_format
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
@@ -175,6 +180,7 @@ class PlannedStep:
     command: List[str]
     log_name: str
     script_at: int = 0  # the script's position in command: what follows it is shown
+    secrets: Tuple[str, ...] = ()  # values shown as *** wherever crude-link shows the step
 
 
 # ── Step checks ──────────────────────────────────────────────────────────
@@ -412,23 +418,48 @@ _CRON_NAMES = {
 
 def check_schedule(expression: str) -> List[str]:
     """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
+    control = next((char for char in expression if is_control(char)), None)
+    if control is not None:  # a newline would end the crontab line: a cron job of its own
+        return [f"must not hold {control_name(control)}, got {expression!r}"]
     parts = expression.split()
     if len(parts) != 5:
         return [f"must have five fields (minute hour day-of-month month day-of-week), "
                 f"got {expression!r}"]
     problems = []
     for part, (what, low, high) in zip(parts, _CRON_FIELDS):
-        names = _CRON_NAMES.get(what, [])
-        if part.lower() in names:
-            continue
         for item in part.split(","):
-            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
-            numbers = [int(n) for n in match.groups()[1:3] if n] if match else []
-            step = match.group(4) if match else None
-            if not match or any(not low <= n <= high for n in numbers) or step == "0":
+            if not _is_cron_item(item.lower(), _CRON_NAMES.get(what, []), low, high):
+                named = " names," if what in _CRON_NAMES else ""
                 problems.append(f"has an invalid {what} {item!r} in {expression!r} "
-                                f"(allowed: {low}-{high}, *, lists, ranges, /steps)")
+                                f"(allowed: {low}-{high},{named} *, lists, ranges, /steps)")
     return problems
+
+
+def _is_cron_item(item: str, names: List[str], low: int, high: int) -> bool:
+    """Return whether one list item of a cron field is valid: 5, mon, 1-5, mon-fri/2, */15."""
+    match = re.fullmatch(r"(\*|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", item)
+    if not match:
+        return False
+    whole, first, last, step = match.groups()
+    if step is not None and (int(step) == 0 or whole != "*" and last is None):
+        return False  # crontab wants * or a range before a step: 5/2 is refused
+    for value in (first, last):
+        if value is not None and not (value.isdigit() and low <= int(value) <= high
+                                      or value in names):
+            return False
+    return True
+
+
+def is_control(char: str) -> bool:
+    """Return whether char is a control character (C0, DEL, C1, line or paragraph separator)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
+def control_name(char: str) -> str:
+    """Return a control character in words: 'a newline', 'control character U+001B'."""
+    named = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+    return named.get(char, f"control character U+{ord(char):04X}")
 
 
 def normalize_names(names: Any) -> Optional[List[str]]:
@@ -657,6 +688,79 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
         if before.get(planned.name) not in (SUCCEEDED, SKIPPED):
             return planned.index
     return None
+
+
+# ── Secrets (pure) ───────────────────────────────────────────────────────
+
+_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+
+
+def is_secret_key(key: str) -> bool:
+    """Return whether an argument or env key (dotted for nested arguments) names a secret."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
+    """Return the texts to mask for resolved arguments, args or env, given the text as written.
+
+    A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
+    one under a secret-named key; a mapping or list there is secret all through.
+    """
+    if key and is_secret_key(key) or isinstance(written, str) and _FROM_ENV.search(written):
+        return _secret_forms(value)
+    if isinstance(value, dict):
+        inner = written if isinstance(written, dict) else {}
+        return [secret for k, v in value.items()
+                for secret in find_secrets(v, inner.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        texts = written if isinstance(written, list) and len(written) == len(value) else []
+        return [secret for v, text in zip(value, texts or [None] * len(value))
+                for secret in find_secrets(v, text, key)]
+    return []
+
+
+def _secret_forms(value: Any) -> List[str]:
+    """Return a secret value as it may be shown: as it is, and as each argument style writes it."""
+    if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [form for item in value for form in _secret_forms(item)]
+    return list(dict.fromkeys([str(value), plain_text(value), render_value(value),
+                               render_hydra_value(value)]))
+
+
+def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
+                 ) -> List[PlannedStep]:
+    """Return the plan with each step knowing the run's secrets, from resolved and written steps.
+
+    The whole run's, not only the step's own: a step may pass a secret on to another
+    through an interpolation (${steps.0.env.TOKEN}), which names no oc.env.
+    """
+    texts = written if isinstance(written, list) and len(written) == len(steps) else []
+    found = []
+    for raw, text in zip(steps, texts or [None] * len(steps)):
+        text = text if isinstance(text, dict) else {}
+        found += find_secrets(raw.get("args") or [], text.get("args"))  # positional: no names
+        for key in ("arguments", "env"):
+            found += find_secrets(raw.get(key) or {}, text.get(key))
+    secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
+    return [replace(planned, secrets=secrets) for planned in plan]
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """Return text with each occurrence of each non-empty secret (longest first) as ***."""
+    words = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+    if not words:
+        return text
+    return re.sub("|".join(map(re.escape, words)), MASK, text)  # one pass: *** stays ***
+
+
+def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
+    """Return a command's words, each masked (mask, then shell-quote: the *** survives)."""
+    return [mask(word, secrets) for word in words]
 
 
 # ── Argument rendering (pure) ────────────────────────────────────────────
@@ -1303,7 +1407,7 @@ class RunRecord:
             # What ${hydra:runtime.output_dir} meant for the steps (a resumed run's origin).
             "output_dir": str(output_dir or run_dir),
             "steps": [{
-                "index": p.index, "name": p.name, "command": p.command,
+                "index": p.index, "name": p.name, "command": mask_words(p.command, p.secrets),
                 "status": NOT_RUN if p.index in chosen else SKIPPED,
                 "exit_code": None, "attempts": 0, "started": None, "finished": None,
                 "duration_s": None, "log": p.log_name,
@@ -1459,9 +1563,9 @@ def announce_attempt(pipeline: Pipeline, planned: PlannedStep, fd: int, shown: s
                      attempt: int, steps: int) -> None:
     """Say that an attempt has started: on the terminal, in scheduler.log, in the step's log."""
     again = f" (attempt {attempt})" if attempt > 1 else ""
-    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: {shown}",
-                         "cyan", bold=True)
-    log.info("command: %s", shlex.join(planned.command))
+    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: "
+                         f"{mask(shown, planned.secrets)}", "cyan", bold=True)
+    log.info("command: %s", shlex.join(mask_words(planned.command, planned.secrets)))
     separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt {attempt} "
                  f"at {now_iso()} ===\n").encode()
     if not _ends_with_newline(fd):
@@ -1487,7 +1591,7 @@ def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) ->
     if output:
         lines.append("  its last line of output:" if len(output) == 1
                      else f"  its last {len(output)} lines of output:")
-        lines.extend(f"  | {line}" for line in output)
+        lines.extend(f"  | {mask(line, planned.secrets)}" for line in output)
     pipeline.console.warn(lines)
 
 
@@ -1596,6 +1700,53 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
 # ── Lock, resume and dry run (I/O) ───────────────────────────────────────
 
 
+class LockFileError(Exception):
+    """The lock path is not a regular file crude-link may write (a symlink, a folder...)."""
+
+
+def _open_lock_file(path: Path) -> BinaryIO:
+    """Open (or create) the lock file, never through a symlink; raise LockFileError if unfit.
+
+    Whoever can write outputs/ could put a symlink there, and the run would write its pid
+    line into the file it points at. A FIFO or a device is not even opened (it could block
+    or act); what is opened is checked again, in case it changed in between.
+    """
+    problem = _what_is_there(path)
+    if not problem:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as error:
+            problem = _what_is_there(path) or error.strerror or str(error)
+        else:
+            problem = _what_is_there(path, os.fstat(fd))
+            if not problem:
+                os.set_blocking(fd, True)
+                return os.fdopen(fd, "r+b")
+            os.close(fd)
+    raise LockFileError(f"cannot use the run lock {path}: {problem}; not starting. "
+                        f"Remove it, or run with scheduler.lock=false")
+
+
+def _what_is_there(path: Path, info: Optional[os.stat_result] = None) -> str:
+    """Return why the file at path is not fit to be the lock file ('' if it is)."""
+    try:
+        info = info or os.lstat(path)
+    except OSError:
+        return ""
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            return f"it is a symbolic link (to {os.readlink(path)})"
+        return "it is a symbolic link"
+    if stat.S_ISREG(mode):
+        return f"it has {info.st_nlink} hard links (it is another file too)" if (
+            info.st_nlink > 1) else ""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+    return "it is " + next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def acquire_lock(path: Path, run_dir: Path, shared: bool = False
                  ) -> Tuple[Optional[BinaryIO], str]:
     """Take the root's run lock; return (the open lock file, "") or (None, who holds it).
@@ -1605,7 +1756,7 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
     while a plain run, such as cron's, still finds the root busy, and waits for none.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
+    handle = _open_lock_file(path)
     try:
         fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1649,8 +1800,9 @@ def print_dry_run(selected: List[PlannedStep], root: Path, run_dir: Path,
         extra = {k: v for k, v in env.items() if base_env.get(k) != v}
         print(f"[{planned.index}/{total}] {planned.name}")
         print(f"  cwd:     {shlex.quote(str(root))}")
-        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in extra.items())}")
-        print(f"  command: {shlex.join(planned.command)}")
+        shown = {k: mask(v, planned.secrets) for k, v in extra.items()}
+        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in shown.items())}")
+        print(f"  command: {shlex.join(mask_words(planned.command, planned.secrets))}")
 
 
 def link_latest(outputs: Path, run_dir: Path) -> None:
@@ -1666,6 +1818,31 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
 
 
 # ── Cron ─────────────────────────────────────────────────────────────────
+
+
+def check_cron_words(python: str, root: Path, config_dir: Optional[str], config_name: str,
+                     overrides: Sequence[str]) -> List[str]:
+    """Return a problem for each word of a crontab line that holds a control character.
+
+    Quoting protects such a word from the shell, not from cron: cron reads a newline (or a
+    carriage return, to some editors) as the end of the line, and runs the next one too.
+    """
+    rename = "rename it"
+    words = [("the Python interpreter", python, "use one at another path"),
+             ("the root folder", str(root), "move the folder"),
+             ("--config-dir", config_dir or "", rename), ("--config-name", config_name, rename)]
+    words += [("the override", override, "set that value in the config file instead")
+              for override in overrides]
+    problems = []
+    for what, word, fix in words:
+        if any(0xD800 <= ord(char) <= 0xDFFF for char in word):  # argv bytes that are not UTF-8
+            problems.append(f"{what} {word!r} is not UTF-8 text, which a crontab must be; {fix}")
+        control = next((char for char in word if is_control(char)), None)
+        if control is not None:
+            problems.append(f"{what} {word!r} holds {control_name(control)}: a crontab line "
+                            f"cannot carry a control character (a newline would start a line "
+                            f"of its own); {fix}")
+    return problems
 
 
 def cron_entry(schedule: str, python: str, root: Path, config_dir: Optional[str],
@@ -1698,10 +1875,13 @@ def _cron_escape(text: str) -> str:
 
 
 def edit_crontab(table: bytes, tag: str, line: Optional[str]) -> bytes:
-    """Return the crontab without the lines ending in tag, plus line if given."""
+    """Return the crontab without its active lines ending in tag, plus line if given.
+
+    A line the user commented out is the user's, even when it ends with the tag.
+    """
     marker = tag.encode()
     kept = [row for row in table.splitlines(keepends=True)
-            if not row.rstrip(b"\r\n").endswith(marker)]
+            if not row.rstrip(b"\r\n").endswith(marker) or row.lstrip().startswith(b"#")]
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += b"\n"
     return b"".join(kept) + (line.encode() + b"\n" if line else b"")
@@ -1745,6 +1925,21 @@ def run_cron_action(action: str, line: str, tag: str) -> int:
         removed = len(before.splitlines()) - len(after.splitlines())
         print(f"crude-link: removed {removed} crontab line(s) tagged '{tag}'")
     return EXIT_OK
+
+
+def run_cron(options: SchedulerOptions, config_dir: Optional[str], config_name: str,
+             overrides: List[str]) -> int:
+    """Check the words of this folder's crontab line, then print, install or remove it."""
+    action = options.cron or ""
+    problems = check_cron_words(sys.executable, ROOT, config_dir, config_name,
+                                overrides if action != "remove" else [])
+    if problems:
+        unchanged = "" if action == "print" else "; crontab left unchanged"
+        print_problems([f"scheduler.cron={action}: {problem}{unchanged}" for problem in problems])
+        return EXIT_CONFIG_ERROR
+    line, tag = cron_entry(options.schedule or "", sys.executable, ROOT, config_dir,
+                           config_name, overrides, quiet=options.quiet)
+    return run_cron_action(action, line, tag)
 
 
 def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
@@ -1827,8 +2022,9 @@ def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path
     if problems:
         return [], SchedulerOptions(), problems
     chosen = SchedulerOptions(**(options or {}))
-    return plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
-                      run_dir), chosen, []
+    plan = plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
+                      run_dir)
+    return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
 
 
 def _log_to_file_only() -> None:
@@ -1882,9 +2078,7 @@ def main(cfg: DictConfig) -> None:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
     elif options.cron:
-        line, tag = cron_entry(options.schedule or "", sys.executable, ROOT,
-                               *cron_invocation(HydraConfig.get()), quiet=options.quiet)
-        code = run_cron_action(options.cron, line, tag)
+        code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
         code = run_job(plan, options, run_dir, steps_dir, previous, stop)
     _job_exit_codes.append(code)
@@ -1918,8 +2112,13 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
     if options.dry_run:
         print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
         return EXIT_OK
-    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
-                    if options.lock else (None, ""))
+    try:
+        lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
+                        if options.lock else (None, ""))
+    except LockFileError as error:  # a fault of the machine, not of the config
+        log.error("%s", error)
+        print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
+        return EXIT_SOFTWARE
     if holder:
         print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
                       f"Wait for it, or stop it first.", "red"), file=sys.stderr)
