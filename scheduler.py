@@ -8,8 +8,8 @@ rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
 the run folder always tells the state of the run. The behaviour is specified in
 CONTRACT.md; README.md is the user's guide.
 
-Sections: constants · schema · step checks · option checks · planning (pure) ·
-argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
+Sections: constants · schema · step checks · option checks · planning (pure) · secrets
+(pure) · argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
 record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
 """
 
@@ -28,11 +28,12 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -78,7 +79,12 @@ POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, si
 SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
 
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
+MASK = "***"  # what crude-link shows instead of a secret value
+# A key holding one of these (Airflow's list; case-insensitive) holds a secret.
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential",
+                "private_key")
 
+ARGUMENT_FORMAT = "{key}={value}"  # a step's default argument_format
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
 CRON_ACTIONS = ("print", "install", "remove")
 CRON_LOG = "cron.log"  # in <root>/outputs/
@@ -109,7 +115,7 @@ class Step:
     name: Optional[str] = field(default=None, metadata=_doc(
         "shown in output, logs, selections (default: its default: entry's key, or file stem)"))
     arguments: Dict[str, Any] = field(default_factory=dict, metadata=_doc(
-        "mapping passed on the command line as key=value"))
+        "mapping passed on the command line, written in the argument_style"))
     env: Dict[str, Any] = field(default_factory=dict, metadata=_doc(
         "extra environment variables"))
     timeout: Optional[float] = field(default=None, metadata=_doc(
@@ -121,8 +127,13 @@ class Step:
         "program (string or list) to run the script with; .py uses this Python"))
     launcher: Optional[List[str]] = field(default=None, metadata=_doc(  # [] opts out
         "command prefix for the whole step, e.g. [srun,-N1] (default: scheduler.launcher)"))
-    argument_format: str = field(default="{key}={value}", metadata=_doc(
-        "template for one argument, e.g. '--{key}={value}'"))
+    argument_format: str = field(default=ARGUMENT_FORMAT, metadata=_doc(
+        "template for one argument in the omegaconf and hydra styles, e.g. '+{key}={value}'"))
+    argument_style: Optional[str] = field(default=None, metadata=_doc(
+        "omegaconf | hydra | argparse | click: how arguments are written "
+        "(default: scheduler.argument_style)"))
+    args: List[Any] = field(default_factory=list, metadata=_doc(
+        "positional words right after the script, e.g. [data/in.csv, out.csv]"))
 
 
 @dataclass
@@ -152,6 +163,8 @@ class SchedulerOptions:
         "scheduler.cron=install"))
     quiet: bool = field(default=False, metadata=_doc(
         "print nothing unless something fails (for cron mail): scheduler.quiet=true"))
+    argument_style: str = field(default="omegaconf", metadata=_doc(
+        "argument_style of every step that sets none: scheduler.argument_style=argparse"))
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
@@ -167,6 +180,8 @@ class PlannedStep:
     step: Step
     command: List[str]
     log_name: str
+    script_at: int = 0  # the script's position in command: what follows it is shown
+    secrets: Tuple[str, ...] = ()  # values shown as *** wherever crude-link shows the step
 
 
 # ── Step checks ──────────────────────────────────────────────────────────
@@ -201,8 +216,9 @@ def has_type(value: Any, annotation: Any) -> bool:
     args: Tuple[Any, ...] = getattr(annotation, "__args__", ())
     if type(None) in args:
         return value is None or any(has_type(value, a) for a in args if a is not type(None))
-    if origin is list:
-        return isinstance(value, list) and all(has_type(v, args[0]) for v in value)
+    if origin is list:  # a list of strings takes numbers too, as their text (launcher)
+        return isinstance(value, list) and all(
+            is_word(v) if args[0] is str else has_type(v, args[0]) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     if annotation is float:
@@ -225,13 +241,24 @@ def wrong_types(where: str, raw: Mapping[str, Any], schema: Any) -> Dict[str, st
             for f in fields(schema) if f.name in raw and not has_type(raw[f.name], f.type)}
 
 
+def is_word(value: Any) -> bool:
+    """Return whether a value can be one argv word as its text: a string, number or boolean."""
+    return isinstance(value, (str, int, float))
+
+
 def is_executable(path: Path) -> bool:
     """Return whether path is a file this user may execute."""
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def check_step(index: int, raw: Any, name: Optional[str], root: Path) -> List[str]:
-    """Return every problem with one raw step mapping; [] if it is usable."""
+def check_step(index: int, raw: Any, name: Optional[str], root: Path,
+                default_style: str = "omegaconf", python: str = "",
+                search_path: Optional[str] = None) -> List[str]:
+    """Return every problem with one raw step mapping; [] if it is usable.
+
+    Its programs are looked up on the PATH the step gets: python's folder, then search_path
+    (the caller's PATH) or the step's own env.PATH.
+    """
     where = f"steps[{index}]" + (f" ({name})" if name else "")
     if not isinstance(raw, dict):
         return [f"{where}: a step must be a mapping with at least 'script', got {raw!r}"]
@@ -269,14 +296,79 @@ def check_step(index: int, raw: Any, name: Optional[str], root: Path) -> List[st
     if interpreter is not None and normalize_program(interpreter) is None:
         problems.append(f"{where}: interpreter must be a program name or a list of strings, "
                         f"got {interpreter!r}")
-    fmt = raw.get("argument_format")
-    if isinstance(fmt, str):
-        try:
-            fmt.format(key="k", value="v")
-        except (KeyError, IndexError, ValueError):
-            problems.append(f"{where}: argument_format must use only {{key}} and {{value}}, "
-                            f"got {fmt!r}")
+    if "args" not in type_failed and not all(map(is_word, raw.get("args") or [])):
+        problems.append(f"{where}: args must be a list of words (strings or numbers), "
+                        f"got {raw['args']!r}")
+    problems += _check_arguments(where, raw, type_failed, default_style)
+    return problems + _check_programs(where, raw, root, python, search_path)
+
+
+def _check_arguments(where: str, raw: Mapping[str, Any], type_failed: Mapping[str, str],
+                     default_style: str) -> List[str]:
+    """Return the problems with a step's argument_style, argument_format and arguments."""
+    style = raw.get("argument_style") or default_style
+    if style not in ARGUMENT_STYLES:
+        return [] if "argument_style" in type_failed else [
+            f"{where}: argument_style must be one of {', '.join(ARGUMENT_STYLES)}, "
+            f"got {style!r}"]
+    fmt = raw.get("argument_format", ARGUMENT_FORMAT)
+    if not isinstance(fmt, str):
+        return []
+    if fmt != ARGUMENT_FORMAT and style not in FORMATTED_STYLES:
+        return [f"{where}: argument_format applies to the {' and '.join(FORMATTED_STYLES)} "
+                f"styles, not to argument_style {style}: leave it out"]
+    if not is_argument_format(fmt):
+        return [f"{where}: argument_format must use only {{key}} and {{value}}, in one word "
+                f"(no spaces), got {fmt!r}; for options such as '--key value' set "
+                "argument_style: argparse (or click, hydra) instead"]
+    arguments = raw.get("arguments")
+    if "arguments" in type_failed or not isinstance(arguments, dict):
+        return []
+    try:
+        render_arguments(arguments, style, fmt)
+    except ValueError as error:
+        return [f"{where}: arguments.{error}"]
+    return []
+
+
+def is_argument_format(fmt: str) -> bool:
+    """Return whether fmt is one word whose only fields are plain {key} and {value}."""
+    import string  # only a config with an argument_format pays for this import
+
+    try:
+        parts = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return False
+    return not any(char.isspace() for char in fmt) and all(
+        name is None or (name in ("key", "value") and not spec and not conversion)
+        for _, name, spec, conversion in parts)
+
+
+def _check_programs(where: str, raw: Mapping[str, Any], root: Path, python: str,
+                    path: Optional[str]) -> List[str]:
+    """Return a problem for an interpreter or launcher program that cannot be found."""
+    env = raw.get("env")
+    env_path = env.get("PATH") if isinstance(env, dict) else None
+    path = step_path(str(env_path) if env_path is not None else path, python)
+    problems = []
+    for key, program in (("interpreter", raw.get("interpreter")),
+                         ("launcher", raw.get("launcher"))):
+        words = normalize_program(program) if isinstance(program, (str, list)) else None
+        if words and not find_program(words[0], root, path):
+            problems.append(f"{where}: {key} program {words[0]!r} was not found "
+                            f"(looked {_where_looked(words[0], root, path)})")
     return problems
+
+
+def find_program(program: str, root: Path, path: str) -> bool:
+    """Return whether a program name (looked up on path) or path (from root) can run."""
+    if os.sep in program:
+        return is_executable(root / program)
+    return shutil.which(program, path=path) is not None
+
+
+def _where_looked(program: str, root: Path, path: str) -> str:
+    return f"for {root / program}" if os.sep in program else f"on the step's PATH, {path}"
 
 
 # ── Option checks ────────────────────────────────────────────────────────
@@ -317,6 +409,10 @@ def check_options(raw: Any) -> List[str]:
     elif schedule is None and cron in ("print", "install"):
         problems.append(f"scheduler: cron={cron} needs a schedule, e.g. "
                         "scheduler.schedule='0 10 * * 1' (Mondays at 10:00)")
+    style = raw.get("argument_style")
+    if isinstance(style, str) and style not in ARGUMENT_STYLES:
+        problems.append(f"scheduler: argument_style must be one of {', '.join(ARGUMENT_STYLES)}, "
+                        f"got {style!r}")
     if start is not None and raw.get("resume") is True:
         problems.append("scheduler: from_step and resume=true both say where to start; "
                         "set only one of them")
@@ -347,23 +443,48 @@ _CRON_NAMES = {
 
 def check_schedule(expression: str) -> List[str]:
     """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
+    control = next((char for char in expression if is_control(char)), None)
+    if control is not None:  # a newline would end the crontab line: a cron job of its own
+        return [f"must not hold {control_name(control)}, got {expression!r}"]
     parts = expression.split()
     if len(parts) != 5:
         return [f"must have five fields (minute hour day-of-month month day-of-week), "
                 f"got {expression!r}"]
     problems = []
     for part, (what, low, high) in zip(parts, _CRON_FIELDS):
-        names = _CRON_NAMES.get(what, [])
-        if part.lower() in names:
-            continue
         for item in part.split(","):
-            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
-            numbers = [int(n) for n in match.groups()[1:3] if n] if match else []
-            step = match.group(4) if match else None
-            if not match or any(not low <= n <= high for n in numbers) or step == "0":
+            if not _is_cron_item(item.lower(), _CRON_NAMES.get(what, []), low, high):
+                named = " names," if what in _CRON_NAMES else ""
                 problems.append(f"has an invalid {what} {item!r} in {expression!r} "
-                                f"(allowed: {low}-{high}, *, lists, ranges, /steps)")
+                                f"(allowed: {low}-{high},{named} *, lists, ranges, /steps)")
     return problems
+
+
+def _is_cron_item(item: str, names: List[str], low: int, high: int) -> bool:
+    """Return whether one list item of a cron field is valid: 5, mon, 1-5, mon-fri/2, */15."""
+    match = re.fullmatch(r"(\*|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", item)
+    if not match:
+        return False
+    whole, first, last, step = match.groups()
+    if step is not None and (int(step) == 0 or whole != "*" and last is None):
+        return False  # crontab wants * or a range before a step: 5/2 is refused
+    for value in (first, last):
+        if value is not None and not (value.isdigit() and low <= int(value) <= high
+                                      or value in names):
+            return False
+    return True
+
+
+def is_control(char: str) -> bool:
+    """Return whether char is a control character (C0, DEL, C1, line or paragraph separator)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
+def control_name(char: str) -> str:
+    """Return a control character in words: 'a newline', 'control character U+001B'."""
+    named = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+    return named.get(char, f"control character U+{ord(char):04X}")
 
 
 def normalize_names(names: Any) -> Optional[List[str]]:
@@ -402,17 +523,29 @@ def _did_you_mean(word: str, choices: List[str], listing: str = "steps") -> str:
     return f" (did you mean '{close[0]}'?)" if close else f"; {listing}: {', '.join(choices)}"
 
 
-def check_config(steps: Any, options: Any, defaults: Any, root: Path) -> List[str]:
-    """Return every problem with the resolved `steps` and `scheduler` sections."""
+def check_config(steps: Any, options: Any, defaults: Any, root: Path,
+                 python: str = "", path: Optional[str] = None) -> List[str]:
+    """Return every problem with the resolved `steps` and `scheduler` sections.
+
+    Programs are looked up on path as the steps get it: python's folder first.
+    """
     if steps is None or steps == []:
         return ["steps: no steps to run: add a 'steps:' list with at least one step "
                 "(each a mapping with a 'script')"]
     if not isinstance(steps, list):
         return [f"steps: must be a list of steps, got {type(steps).__name__}"]
     names, problems = derive_names(steps, defaults)
+    option_problems = check_options(options)
+    options = options if isinstance(options, dict) else {}
+    style = options.get("argument_style")
+    style = style if style in ARGUMENT_STYLES else "omegaconf"
     for index, raw in enumerate(steps):
-        problems.extend(check_step(index, raw, names[index], root))
-    return problems + check_options(options) + check_selection(names, options)
+        problems.extend(check_step(index, raw, names[index], root, style, python, path))
+    launcher = normalize_program(options.get("launcher"))
+    if launcher and not find_program(launcher[0], root, step_path(path, python)):
+        problems.append(f"scheduler: launcher program {launcher[0]!r} was not found "
+                        f"(looked {_where_looked(launcher[0], root, step_path(path, python))})")
+    return problems + option_problems + check_selection(names, options)
 
 
 # ── Planning (pure) ──────────────────────────────────────────────────────
@@ -463,9 +596,8 @@ def normalize_program(program: Any) -> Optional[List[str]]:
     """Return a program given as a string or a list as a list; None if it is neither."""
     if isinstance(program, str) and program:
         return [program]
-    if (isinstance(program, list) and program
-            and all(isinstance(part, str) and part for part in program)):
-        return list(program)
+    if isinstance(program, list) and program and all(is_word(p) and p != "" for p in program):
+        return [plain_text(part) for part in program]
     return None
 
 
@@ -474,28 +606,57 @@ def log_file_name(index: int, name: str) -> str:
     return f"{index:02d}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.log"
 
 
-def build_command(step: Step, root: Path, python: str,
-                  default_launcher: Sequence[str] = ()) -> List[str]:
-    """Return the argv of a step: [launcher...] [interpreter] <script> <arguments...>."""
-    script = Path(step.script)
-    path = str(script if script.is_absolute() else root / script)
+def build_command(step: Step, root: Path, python: str, default_launcher: Sequence[str] = (),
+                  default_style: str = "omegaconf", step_dir: Optional[Path] = None
+                  ) -> List[str]:
+    """Return the argv of a step: [launcher...] [interpreter] <script> <args> <arguments...>.
+
+    A hydra-style step also gets its own run and sweep folders, step_dir, when given.
+    """
+    style = step.argument_style or default_style
+    words = render_arguments(step.arguments, style, step.argument_format)
+    if style == "hydra" and step_dir is not None:
+        words += hydra_folders(step.arguments, step_dir)
+    return [*program_words(step, python, default_launcher), script_path(step, root),
+            *map(plain_text, step.args), *words]
+
+
+def program_words(step: Step, python: str, default_launcher: Sequence[str] = ()) -> List[str]:
+    """Return what comes before a step's script: its launcher and interpreter."""
     interpreter = normalize_program(step.interpreter)
     if interpreter is None:
-        interpreter = [python] if script.suffix == ".py" else []
-    launcher = list(default_launcher) if step.launcher is None else step.launcher
-    return [*launcher, *interpreter, path, *render_arguments(step.arguments, step.argument_format)]
+        interpreter = [python] if Path(step.script).suffix == ".py" else []
+    launcher = default_launcher if step.launcher is None else step.launcher
+    return [*map(plain_text, launcher), *interpreter]
+
+
+def script_path(step: Step, root: Path) -> str:
+    """Return the script's path as the step runs it: relative paths from the root."""
+    script = Path(step.script)
+    return str(script if script.is_absolute() else root / script)
+
+
+def step_path(path: Optional[str], python: str) -> str:
+    """Return a step's PATH: python's folder first, as activating its venv would, then path."""
+    folder = os.path.dirname(python)
+    path = os.defpath if path is None else path
+    if not folder or path.split(os.pathsep, 1)[0] == folder:
+        return path
+    return folder + os.pathsep + path if path else folder
 
 
 def step_env(step: Step, base_env: Mapping[str, str], run_dir: Path, index: int,
-             name: str) -> Dict[str, str]:
+             name: str, python: str) -> Dict[str, str]:
     """Return a step's environment: the caller's, the step's `env`, crude-link's own."""
     env = dict(base_env)
     env.update(extra_env(step))
     env.update({
+        "PATH": step_path(env.get("PATH"), python),
         "PYTHONUNBUFFERED": "1",
         "CRUDE_LINK_RUN_DIR": str(run_dir),
         "CRUDE_LINK_STEP": name,
         "CRUDE_LINK_STEP_INDEX": str(index),
+        "CRUDE_LINK_PYTHON": python,
     })
     return env
 
@@ -507,14 +668,21 @@ def extra_env(step: Step) -> Dict[str, str]:
 
 
 def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path, python: str,
-               default_launcher: Sequence[str] = ()) -> List[PlannedStep]:
-    """Return the checked raw steps as planned steps, with their commands."""
+               default_launcher: Sequence[str] = (), default_style: str = "omegaconf",
+               run_dir: Optional[Path] = None) -> List[PlannedStep]:
+    """Return the checked raw steps as planned steps, with their commands.
+
+    With run_dir, a hydra-style step's own Hydra folders go to <run dir>/NN-<name>/.
+    """
     planned = []
     for position, (raw, name) in enumerate(zip(steps, names), start=1):
         step = Step(**raw)
         step.name = name
-        command = build_command(step, root, python, default_launcher)
-        planned.append(PlannedStep(position, name, step, command, log_file_name(position, name)))
+        log_name = log_file_name(position, name)
+        step_dir = run_dir / Path(log_name).stem if run_dir is not None else None
+        command = build_command(step, root, python, default_launcher, default_style, step_dir)
+        planned.append(PlannedStep(position, name, step, command, log_name,
+                                   len(program_words(step, python, default_launcher))))
     return planned
 
 
@@ -545,6 +713,79 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
         if before.get(planned.name) not in (SUCCEEDED, SKIPPED):
             return planned.index
     return None
+
+
+# ── Secrets (pure) ───────────────────────────────────────────────────────
+
+_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+
+
+def is_secret_key(key: str) -> bool:
+    """Return whether an argument or env key (dotted for nested arguments) names a secret."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
+    """Return the texts to mask for resolved arguments, args or env, given the text as written.
+
+    A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
+    one under a secret-named key; a mapping or list there is secret all through.
+    """
+    if key and is_secret_key(key) or isinstance(written, str) and _FROM_ENV.search(written):
+        return _secret_forms(value)
+    if isinstance(value, dict):
+        inner = written if isinstance(written, dict) else {}
+        return [secret for k, v in value.items()
+                for secret in find_secrets(v, inner.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        texts = written if isinstance(written, list) and len(written) == len(value) else []
+        return [secret for v, text in zip(value, texts or [None] * len(value))
+                for secret in find_secrets(v, text, key)]
+    return []
+
+
+def _secret_forms(value: Any) -> List[str]:
+    """Return a secret value as it may be shown: as it is, and as each argument style writes it."""
+    if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [form for item in value for form in _secret_forms(item)]
+    return list(dict.fromkeys([str(value), plain_text(value), render_value(value),
+                               render_hydra_value(value)]))
+
+
+def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
+                 ) -> List[PlannedStep]:
+    """Return the plan with each step knowing the run's secrets, from resolved and written steps.
+
+    The whole run's, not only the step's own: a step may pass a secret on to another
+    through an interpolation (${steps.0.env.TOKEN}), which names no oc.env.
+    """
+    texts = written if isinstance(written, list) and len(written) == len(steps) else []
+    found = []
+    for raw, text in zip(steps, texts or [None] * len(steps)):
+        text = text if isinstance(text, dict) else {}
+        found += find_secrets(raw.get("args") or [], text.get("args"))  # positional: no names
+        for key in ("arguments", "env"):
+            found += find_secrets(raw.get(key) or {}, text.get(key))
+    secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
+    return [replace(planned, secrets=secrets) for planned in plan]
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """Return text with each occurrence of each non-empty secret (longest first) as ***."""
+    words = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+    if not words:
+        return text
+    return re.sub("|".join(map(re.escape, words)), MASK, text)  # one pass: *** stays ***
+
+
+def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
+    """Return a command's words, each masked (mask, then shell-quote: the *** survives)."""
+    return [mask(word, secrets) for word in words]
 
 
 # ── Argument rendering (pure) ────────────────────────────────────────────
@@ -584,9 +825,7 @@ def render_key(key: Any) -> str:
 
 def render_string(text: str) -> str:
     """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
-    if "${" in text:  # else the task's OmegaConf reads an interpolation; escape it as it asks:
-        # backslashes right before "${" are doubled, then "${" becomes "\${"
-        text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+    text = escape_interpolations(text)  # else the task's OmegaConf reads an interpolation
     if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
         return text
     if not all(map(_is_yaml_printable, text)):
@@ -596,6 +835,14 @@ def render_string(text: str) -> str:
     if '"' not in text and "\\" not in text:
         return f'"{text}"'
     return "'" + text.replace("'", "''") + "'"  # YAML's escape; from_cli is the reference
+
+
+def escape_interpolations(text: str) -> str:
+    """Return text with each "${" escaped as OmegaConf asks, so it stays a literal "${"."""
+    if "${" not in text:
+        return text
+    # Backslashes right before "${" are doubled, then "${" becomes "\${".
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
 
 
 def _is_yaml_printable(char: str) -> bool:
@@ -629,10 +876,165 @@ def flatten_arguments(arguments: Mapping[Any, Any], prefix: str = "") -> List[Tu
     return pairs
 
 
-def render_arguments(arguments: Mapping[Any, Any], fmt: str = "{key}={value}") -> List[str]:
-    """Return the command-line words for a step's arguments, one per leaf."""
-    return [fmt.format(key=key, value=render_value(value))
-            for key, value in flatten_arguments(arguments)]
+def render_omegaconf(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as `key=value` that OmegaConf.from_cli reads back unchanged."""
+    return [fmt.format(key=key, value=render_value(value))]
+
+
+# Plain words that Hydra's override grammar reads as something else than that string.
+_HYDRA_WORDS = frozenset(["true", "false", "null", "inf", "nan"])
+_HYDRA_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*\Z")
+_HYDRA_KEY = re.compile(r"[A-Za-z0-9_/.+$%*@?|-]+\Z")
+
+
+def render_hydra_value(value: Any) -> str:
+    """Return a value in Hydra's override grammar, read back with the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(render_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_hydra_key(k)}:{render_hydra_value(v)}"
+                              for k, v in value.items()) + "}"
+    return _hydra_string(str(value))
+
+
+def _hydra_key(key: Any) -> str:
+    """Return a key of a mapping inside a list; Hydra's grammar has no quoted keys."""
+    text = str(key)
+    if not _HYDRA_KEY.match(text) or text.lower() in _HYDRA_WORDS or _is_number(text):
+        raise ValueError(f"Hydra cannot read {key!r} as a string key of a mapping inside a "
+                         "list (it has no quoted keys)")
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hydra_string(text: str) -> str:
+    """Return a string bare when Hydra reads it as itself, else quoted as its grammar asks."""
+    if _HYDRA_BARE.match(text) and text.lower() not in _HYDRA_WORDS:
+        return text
+    text = escape_interpolations(text)
+    quote = '"' if "'" in text and '"' not in text else "'"
+    # Backslashes are literal, except a run of them before a quote or the closing quote:
+    # those are doubled, and a quote inside gets one more.
+    text = re.sub(r"(\\*)" + quote, lambda m: m.group(1) * 2 + "\\" + quote, text)
+    text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
+    return quote + text + quote
+
+
+def render_hydra(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as `key=value` in the override grammar of a @hydra.main app."""
+    return [fmt.format(key=key, value=render_hydra_value(value))]
+
+
+# What argparse reads as a negative number rather than an option (its own pattern).
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def render_argparse(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as GNU long options: --key=value, --key for true, --key a b."""
+    option = f"--{key}"
+    if value is True:
+        return [option]
+    if value is False or value is None or isinstance(value, dict):  # {}: nothing to pass
+        return []
+    if isinstance(value, (list, tuple)):
+        items = [_argparse_item(key, item) for item in value]
+        for item in items:
+            if item.startswith("-") and not _NEGATIVE_NUMBER.match(item):
+                raise ValueError(f"argparse would read the list item {item!r} as an option; "
+                                 "use argument_style: click (--key=item per item) or a string")
+        return [option, *items]
+    return [f"{option}={plain_text(value)}"]
+
+
+def render_click(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as click reads it: as argparse, but --key=item per list item."""
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}={_plain_item(key, item)}" for item in value]
+    return render_argparse(key, value, fmt)
+
+
+def plain_text(value: Any) -> str:
+    """Return a scalar as a program reads it from one argv word: no quoting, no escapes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # inf, -inf and nan as float() reads them
+    return str(value)
+
+
+def _argparse_item(key: str, item: Any) -> str:
+    """Return a list item for argparse: a negative float without an exponent (-0.00001).
+
+    argparse takes a word for a negative number only as -12 or -1.5, else for an option.
+    """
+    if isinstance(item, float) and item < 0 and math.isfinite(item):
+        from decimal import Decimal  # only such a list pays for this import
+
+        return format(Decimal(repr(item)), "f")
+    return _plain_item(key, item)
+
+
+def _plain_item(key: str, item: Any) -> str:
+    if item is None or isinstance(item, (list, tuple, dict)):
+        raise ValueError(f"a list item must be a string, number or boolean, got {item!r}")
+    return plain_text(item)
+
+
+ARGUMENT_STYLES: Dict[str, Callable[[str, Any, str], List[str]]] = {
+    "omegaconf": render_omegaconf,
+    "hydra": render_hydra,
+    "argparse": render_argparse,
+    "click": render_click,
+}
+FORMATTED_STYLES = ("omegaconf", "hydra")  # the styles that argument_format applies to
+
+
+def render_arguments(arguments: Mapping[Any, Any], style: str = "omegaconf",
+                     fmt: str = "{key}={value}") -> List[str]:
+    """Return the command-line words for a step's arguments in a style (ARGUMENT_STYLES).
+
+    Raises ValueError, naming the argument, for a value the style cannot pass.
+    """
+    render = ARGUMENT_STYLES[style]
+    words: List[str] = []
+    for key, value in flatten_arguments(arguments):
+        try:
+            rendered = render(key, value, fmt)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+        if any("\0" in word for word in rendered):
+            raise ValueError(f"{key}: a NUL character cannot be passed on a command line")
+        words.extend(rendered)
+    return words
+
+
+def hydra_folders(arguments: Mapping[Any, Any], folder: Path) -> List[str]:
+    """Return overrides that put a Hydra app's own run and sweep folders in folder.
+
+    A folder the step's arguments set (hydra.run.dir=..., +hydra.sweep.dir=...) is kept.
+    """
+    given = {key.lstrip("+~") for key, _ in flatten_arguments(arguments)}
+    return [f"hydra.{mode}.dir={render_hydra_value(str(folder))}" for mode in ("run", "sweep")
+            if f"hydra.{mode}.dir" not in given]
 
 
 # ── Running a step (I/O) ─────────────────────────────────────────────────
@@ -1210,7 +1612,7 @@ class RunRecord:
             # What ${hydra:runtime.output_dir} meant for the steps (a resumed run's origin).
             "output_dir": str(output_dir or run_dir),
             "steps": [{
-                "index": p.index, "name": p.name, "command": p.command,
+                "index": p.index, "name": p.name, "command": mask_words(p.command, p.secrets),
                 "status": NOT_RUN if p.index in chosen else SKIPPED,
                 "exit_code": None, "attempts": 0, "started": None, "finished": None,
                 "duration_s": None, "log": p.log_name,
@@ -1341,10 +1743,10 @@ class Pipeline:
 def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
     """Run one step with its automatic retries; return its last attempt."""
     step = planned.step
-    env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name)
-    # The command ends with the rendered arguments: show them after the script as written.
-    words = len(flatten_arguments(step.arguments))
-    shown = " ".join([step.script, *planned.command[len(planned.command) - words:]])
+    env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name,
+                   sys.executable)
+    # What follows the script in the command, after the script as written.
+    shown = " ".join([step.script, *planned.command[planned.script_at + 1:]])
     steps = len(record.data["steps"])
     # Opened before the step starts: a step that cannot be logged must not run.
     with open(pipeline.run_dir / planned.log_name, "a+b", buffering=0) as log_file:
@@ -1377,9 +1779,9 @@ def announce_attempt(pipeline: Pipeline, planned: PlannedStep, fd: int, shown: s
                      attempt: int, steps: int) -> None:
     """Say that an attempt has started: on the terminal, in scheduler.log, in the step's log."""
     again = f" (attempt {attempt})" if attempt > 1 else ""
-    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: {shown}",
-                         "cyan", bold=True)
-    log.info("command: %s", shlex.join(planned.command))
+    pipeline.console.say(f"▶ [{planned.index}/{steps}] {planned.name}{again}: "
+                         f"{mask(shown, planned.secrets)}", "cyan", bold=True)
+    log.info("command: %s", shlex.join(mask_words(planned.command, planned.secrets)))
     separator = (f"=== crude-link: step {planned.index} '{planned.name}' attempt {attempt} "
                  f"at {now_iso()} ===\n").encode()
     if not _ends_with_newline(fd):
@@ -1405,7 +1807,7 @@ def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) ->
     if output:
         lines.append("  its last line of output:" if len(output) == 1
                      else f"  its last {len(output)} lines of output:")
-        lines.extend(f"  | {line}" for line in output)
+        lines.extend(f"  | {mask(line, planned.secrets)}" for line in output)
     pipeline.console.warn(lines)
 
 
@@ -1514,6 +1916,53 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
 # ── Lock, resume and dry run (I/O) ───────────────────────────────────────
 
 
+class LockFileError(Exception):
+    """The lock path is not a regular file crude-link may write (a symlink, a folder...)."""
+
+
+def _open_lock_file(path: Path) -> BinaryIO:
+    """Open (or create) the lock file, never through a symlink; raise LockFileError if unfit.
+
+    Whoever can write outputs/ could put a symlink there, and the run would write its pid
+    line into the file it points at. A FIFO or a device is not even opened (it could block
+    or act); what is opened is checked again, in case it changed in between.
+    """
+    problem = _what_is_there(path)
+    if not problem:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as error:
+            problem = _what_is_there(path) or error.strerror or str(error)
+        else:
+            problem = _what_is_there(path, os.fstat(fd))
+            if not problem:
+                os.set_blocking(fd, True)
+                return os.fdopen(fd, "r+b")
+            os.close(fd)
+    raise LockFileError(f"cannot use the run lock {path}: {problem}; not starting. "
+                        f"Remove it, or run with scheduler.lock=false")
+
+
+def _what_is_there(path: Path, info: Optional[os.stat_result] = None) -> str:
+    """Return why the file at path is not fit to be the lock file ('' if it is)."""
+    try:
+        info = info or os.lstat(path)
+    except OSError:
+        return ""
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            return f"it is a symbolic link (to {os.readlink(path)})"
+        return "it is a symbolic link"
+    if stat.S_ISREG(mode):
+        return f"it has {info.st_nlink} hard links (it is another file too)" if (
+            info.st_nlink > 1) else ""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+    return "it is " + next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def acquire_lock(path: Path, run_dir: Path, shared: bool = False
                  ) -> Tuple[Optional[BinaryIO], str]:
     """Take the root's run lock; return (the open lock file, "") or (None, who holds it).
@@ -1523,7 +1972,7 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
     while a plain run, such as cron's, still finds the root busy, and waits for none.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
+    handle = _open_lock_file(path)
     try:
         fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1599,12 +2048,14 @@ def print_dry_run(selected: List[PlannedStep], root: Path, run_dir: Path,
     """Print each selected step's exact command (shell-quoted), cwd and extra env."""
     print(f"crude-link: dry run, nothing is executed; {len(selected)} of {total} step(s) selected")
     for planned in selected:
-        env = step_env(planned.step, base_env, run_dir, planned.index, planned.name)
+        env = step_env(planned.step, base_env, run_dir, planned.index, planned.name,
+                       sys.executable)
         extra = {k: v for k, v in env.items() if base_env.get(k) != v}
         print(f"[{planned.index}/{total}] {planned.name}")
         print(f"  cwd:     {shlex.quote(str(root))}")
-        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in extra.items())}")
-        print(f"  command: {shlex.join(planned.command)}")
+        shown = {k: mask(v, planned.secrets) for k, v in extra.items()}
+        print(f"  env:     {' '.join(f'{k}={shlex.quote(v)}' for k, v in shown.items())}")
+        print(f"  command: {shlex.join(mask_words(planned.command, planned.secrets))}")
 
 
 def link_latest(outputs: Path, run_dir: Path) -> None:
@@ -1622,6 +2073,31 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
 
 
 # ── Cron ─────────────────────────────────────────────────────────────────
+
+
+def check_cron_words(python: str, root: Path, config_dir: Optional[str], config_name: str,
+                     overrides: Sequence[str]) -> List[str]:
+    """Return a problem for each word of a crontab line that holds a control character.
+
+    Quoting protects such a word from the shell, not from cron: cron reads a newline (or a
+    carriage return, to some editors) as the end of the line, and runs the next one too.
+    """
+    rename = "rename it"
+    words = [("the Python interpreter", python, "use one at another path"),
+             ("the root folder", str(root), "move the folder"),
+             ("--config-dir", config_dir or "", rename), ("--config-name", config_name, rename)]
+    words += [("the override", override, "set that value in the config file instead")
+              for override in overrides]
+    problems = []
+    for what, word, fix in words:
+        if any(0xD800 <= ord(char) <= 0xDFFF for char in word):  # argv bytes that are not UTF-8
+            problems.append(f"{what} {word!r} is not UTF-8 text, which a crontab must be; {fix}")
+        control = next((char for char in word if is_control(char)), None)
+        if control is not None:
+            problems.append(f"{what} {word!r} holds {control_name(control)}: a crontab line "
+                            f"cannot carry a control character (a newline would start a line "
+                            f"of its own); {fix}")
+    return problems
 
 
 def cron_entry(schedule: str, python: str, root: Path, config_dir: Optional[str],
@@ -1654,10 +2130,13 @@ def _cron_escape(text: str) -> str:
 
 
 def edit_crontab(table: bytes, tag: str, line: Optional[str]) -> bytes:
-    """Return the crontab without the lines ending in tag, plus line if given."""
+    """Return the crontab without its active lines ending in tag, plus line if given.
+
+    A line the user commented out is the user's, even when it ends with the tag.
+    """
     marker = tag.encode()
     kept = [row for row in table.splitlines(keepends=True)
-            if not row.rstrip(b"\r\n").endswith(marker)]
+            if not row.rstrip(b"\r\n").endswith(marker) or row.lstrip().startswith(b"#")]
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += b"\n"
     return b"".join(kept) + (line.encode() + b"\n" if line else b"")
@@ -1701,6 +2180,21 @@ def run_cron_action(action: str, line: str, tag: str) -> int:
         removed = len(before.splitlines()) - len(after.splitlines())
         print(f"crude-link: removed {removed} crontab line(s) tagged '{tag}'")
     return EXIT_OK
+
+
+def run_cron(options: SchedulerOptions, config_dir: Optional[str], config_name: str,
+             overrides: List[str]) -> int:
+    """Check the words of this folder's crontab line, then print, install or remove it."""
+    action = options.cron or ""
+    problems = check_cron_words(sys.executable, ROOT, config_dir, config_name,
+                                overrides if action != "remove" else [])
+    if problems:
+        unchanged = "" if action == "print" else "; crontab left unchanged"
+        print_problems([f"scheduler.cron={action}: {problem}{unchanged}" for problem in problems])
+        return EXIT_CONFIG_ERROR
+    line, tag = cron_entry(options.schedule or "", sys.executable, ROOT, config_dir,
+                           config_name, overrides, quiet=options.quiet)
+    return run_cron_action(action, line, tag)
 
 
 def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
@@ -1785,7 +2279,7 @@ def print_fault(error: OSError, where: Path, outcome: str) -> None:
                   f"{error.strerror or error}; {outcome}", "red"), file=sys.stderr)
 
 
-def load_config(cfg: DictConfig, root: Path, python: str
+def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path] = None
                 ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
     """Return the plan and options of a composed config, or the problems found in it."""
     unresolved: List[str] = []
@@ -1795,12 +2289,15 @@ def load_config(cfg: DictConfig, root: Path, python: str
     if isinstance(defaults, (DictConfig, ListConfig)):
         defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
     names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
-    problems = (check_top_level(list(cfg), defaults) + check_config(steps, options, defaults, root)
-                + name_steps_in(unresolved, names))
+    problems = check_top_level(list(cfg), defaults)
+    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
+    problems += name_steps_in(unresolved, names)
     if problems:
         return [], SchedulerOptions(), problems
     chosen = SchedulerOptions(**(options or {}))
-    return plan_steps(steps, names, root, python, chosen.launcher or ()), chosen, []
+    plan = plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
+                      run_dir)
+    return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
 
 
 def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
@@ -1860,15 +2357,13 @@ def main(cfg: DictConfig) -> None:
     # that run's files, so `${hydra:runtime.output_dir}` keeps meaning that run's folder.
     steps_dir = Path(previous[1].get("output_dir") or previous[0]) if previous else run_dir
     with _steps_output_dir(steps_dir):
-        plan, options, problems = load_config(cfg, ROOT, sys.executable)
+        plan, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
     stop = StopRequest()
     if problems:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
     elif options.cron:
-        line, tag = cron_entry(options.schedule or "", sys.executable, ROOT,
-                               *cron_invocation(HydraConfig.get()), quiet=options.quiet)
-        code = run_cron_action(options.cron, line, tag)
+        code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
         try:
             code = run_job(plan, options, run_dir, steps_dir, previous, stop)
@@ -1908,8 +2403,13 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
     if options.dry_run:
         print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
         return EXIT_OK
-    lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
-                    if options.lock else (None, ""))
+    try:
+        lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
+                        if options.lock else (None, ""))
+    except LockFileError as error:  # a fault of the machine, not of the config
+        log.error("%s", error)
+        print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
+        return EXIT_SOFTWARE
     if holder:
         print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
         if not _in_multirun():  # a sweep's report looks for each job's folder
@@ -2226,6 +2726,7 @@ def help_text() -> str:
         return "\n".join(f"  {(prefix + f.name).ljust(width)}{f.metadata['help']}"
                          for f in fields(schema))
 
+    example = {"lr": 0.1, "name": "my run", "verbose": True, "layers": [64, 64]}
     return "\n".join([
         "crude-link: run the steps listed in config.yaml (beside scheduler.py) one after",
         "another, streaming each step's output live and into <run dir>/NN-<name>.log; on a",
@@ -2244,6 +2745,11 @@ def help_text() -> str:
         "",
         "Scheduler options (scheduler: in config.yaml, or scheduler.KEY=VALUE):",
         rows(SchedulerOptions),
+        "",
+        "Argument styles: the words after the script for arguments: " + render_value(example),
+        *(f"  {style.ljust(11)}{' '.join(render_arguments(example, style))}"
+          for style in ARGUMENT_STYLES),
+        "  (hydra also sets the app's hydra.run.dir and hydra.sweep.dir to the step's folder)",
         "",
         "Exit status: 0 every selected step succeeded (or dry run, nothing to resume);",
         "  1-255 the first failed step's exit code (124 timeout, 128+N signal N);",

@@ -898,7 +898,9 @@ def test_a_real_cron_daemon_runs_the_installed_pipeline(
     seen = load_json(folder / "probe.json")
     assert seen["env"]["HOME"] == pwd.getpwuid(os.getuid()).pw_dir
     path = seen["env"]["PATH"].split(":")
-    assert set(path) <= {
+    # The scheduler's interpreter folder comes first (CONTRACT §9), then cron's own PATH.
+    assert path[0] == os.path.dirname(sys.executable)
+    assert set(path[1:]) <= {
         "/usr/local/sbin",
         "/usr/local/bin",
         "/usr/sbin",

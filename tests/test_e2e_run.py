@@ -203,6 +203,7 @@ def test_cron_environment_runs_the_same_way(make_project: Any, tmp_path: Path) -
         "CRUDE_LINK_RUN_DIR": str(run),
         "CRUDE_LINK_STEP": "fate",
         "CRUDE_LINK_STEP_INDEX": "1",
+        "CRUDE_LINK_PYTHON": sys.executable,
     }
     assert split_log(run / "01-fate.log")[0] == b"done\n"
 
@@ -342,12 +343,14 @@ def test_each_step_gets_the_callers_env_its_own_env_and_crude_links(make_project
         "TEST_OVERRIDDEN": "by step",
         "CRUDE_LINK_STEP": "first",
         "CRUDE_LINK_STEP_INDEX": "1",
+        "CRUDE_LINK_PYTHON": sys.executable,
     }
     assert load_json(project / "second.json")["env"] == {
         **common,
         "TEST_OVERRIDDEN": "by caller",
         "CRUDE_LINK_STEP": "second",
         "CRUDE_LINK_STEP_INDEX": "2",
+        "CRUDE_LINK_PYTHON": sys.executable,
     }
 
 

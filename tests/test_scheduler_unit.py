@@ -61,7 +61,7 @@ def test_render_arguments_flattens_nested_mappings_to_dotted_keys() -> None:
 
 
 def test_render_arguments_uses_the_argument_format() -> None:
-    assert scheduler.render_arguments({"lr": 0.1, "a": "x y"}, "--{key}={value}") == [
+    assert scheduler.render_arguments({"lr": 0.1, "a": "x y"}, fmt="--{key}={value}") == [
         "--lr=0.1", "--a='x y'"]
 
 
@@ -92,7 +92,8 @@ def test_rendered_arguments_round_trip_through_from_cli(arguments: Dict[str, Any
        | st.floats(allow_nan=False, allow_infinity=False))
 def test_hydra_reads_rendered_values_the_same_where_quotes_agree(value: Any) -> None:
     text = scheduler.render_value(value)
-    if isinstance(value, str) and "'" in value and ('"' in value or "\\" in value):
+    if isinstance(value, str) and "'" in value and ('"' in value or "\\" in value
+                                                    or "${" in value):  # "\${" has one too
         return  # only YAML's '' escape fits; OmegaConf.from_cli is the reference there
     if isinstance(value, str) and value.endswith("\\"):
         return  # Hydra reads a backslash before the closing quote as an escape
@@ -166,10 +167,29 @@ def test_a_step_launcher_wins_over_the_default_even_when_empty() -> None:
 
 def test_step_env_adds_the_step_env_and_crude_links_own() -> None:
     step = scheduler.Step(script="t.py", env={"A": 1, "B": True, "HOME": "/x"})
-    env = scheduler.step_env(step, {"HOME": "/h", "PATH": "/bin"}, Path("/run"), 3, "train")
-    assert env == {"HOME": "/x", "PATH": "/bin", "A": "1", "B": "true",
+    env = scheduler.step_env(step, {"HOME": "/h", "PATH": "/bin"}, Path("/run"), 3, "train",
+                             "/venv/bin/python")
+    assert env == {"HOME": "/x", "PATH": "/venv/bin:/bin", "A": "1", "B": "true",
                    "PYTHONUNBUFFERED": "1", "CRUDE_LINK_RUN_DIR": "/run",
-                   "CRUDE_LINK_STEP": "train", "CRUDE_LINK_STEP_INDEX": "3"}
+                   "CRUDE_LINK_STEP": "train", "CRUDE_LINK_STEP_INDEX": "3",
+                   "CRUDE_LINK_PYTHON": "/venv/bin/python"}
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/usr/bin:/bin", "/venv/bin:/usr/bin:/bin"),
+    ("/venv/bin:/bin", "/venv/bin:/bin"),        # already first: as it is
+    ("/bin:/venv/bin", "/venv/bin:/bin:/venv/bin"),
+    ("", "/venv/bin"),
+    (None, "/venv/bin:" + os.defpath),          # no PATH at all: the system's default after
+])
+def test_step_path_puts_the_schedulers_python_first(path: Any, expected: str) -> None:
+    assert scheduler.step_path(path, "/venv/bin/python") == expected
+
+
+def test_a_steps_own_path_still_gets_the_schedulers_python_first() -> None:
+    step = scheduler.Step(script="t.sh", env={"PATH": "/opt/r/bin"})
+    env = scheduler.step_env(step, {"PATH": "/bin"}, Path("/run"), 1, "r", "/venv/bin/python")
+    assert env["PATH"] == "/venv/bin:/opt/r/bin"
 
 
 @pytest.mark.parametrize("index, name, expected", [
@@ -193,7 +213,7 @@ def root(tmp_path: Path) -> Path:
     ({"script": "tasks/t.py"}, []),
     ({"script": "tasks/t.py", "timeout": None, "retries": 2, "retry_delay": 0.5,
       "env": {"A": 1}, "interpreter": ["python3", "-u"], "launcher": [],
-      "argument_format": "--{key} {value}", "name": "x", "arguments": {"a": [1]}}, []),
+      "argument_format": "--{key}={value}", "name": "x", "arguments": {"a": [1]}}, []),
     ("tasks/t.py", ["steps[0]: a step must be a mapping with at least 'script', "
                     "got 'tasks/t.py'"]),
     ({}, ["steps[0]: missing required key 'script' (the file to run)"]),
@@ -215,6 +235,32 @@ def root(tmp_path: Path) -> Path:
     ({"script": "tasks/t.py", "launcher": "srun"}, ["steps[0]: launcher must be a list"]),
     ({"script": "tasks/t.py", "argument_format": "{k}"},
      ["steps[0]: argument_format must use only {key} and {value}"]),
+    ({"script": "tasks/t.py", "argument_format": "--{key} {value}"},
+     ["steps[0]: argument_format must use only {key} and {value}, in one word"]),
+    ({"script": "tasks/t.py", "argument_format": "{key.__class__}={value}"},
+     ["steps[0]: argument_format must use only {key} and {value}"]),
+    ({"script": "tasks/t.py", "argument_format": "{key}={value!r}"},
+     ["steps[0]: argument_format must use only {key} and {value}"]),
+    ({"script": "tasks/t.py", "argument_style": "argparse", "argument_format": "--{key}={value}"},
+     ["steps[0]: argument_format applies to the omegaconf and hydra styles"]),
+    ({"script": "tasks/t.py", "argument_style": "getopt"},
+     ["steps[0]: argument_style must be one of omegaconf, hydra, argparse, click"]),
+    ({"script": "tasks/t.py", "argument_style": "argparse", "arguments": {"l": ["-x"]}},
+     ["steps[0]: arguments.l: argparse would read the list item '-x' as an option"]),
+    ({"script": "tasks/t.py", "argument_style": "hydra", "arguments": {"s": "a\0b"}},
+     ["steps[0]: arguments.s: a NUL character cannot be passed"]),
+    ({"script": "tasks/t.py", "args": ["in.csv", 3, 0.5, True]}, []),
+    ({"script": "tasks/t.py", "args": ["in.csv", None]},
+     ["steps[0]: args must be a list of words"]),
+    ({"script": "tasks/t.py", "args": "in.csv"}, ["steps[0]: args must be a list"]),
+    ({"script": "tasks/t.py", "launcher": ["nice", "-n", 10]}, []),
+    ({"script": "tasks/t.py", "interpreter": ["python3", 3]}, []),
+    ({"script": "tasks/t.py", "interpreter": "no-such-interpreter-xyz"},
+     ["steps[0]: interpreter program 'no-such-interpreter-xyz' was not found"]),
+    ({"script": "tasks/t.py", "launcher": ["no-such-launcher-xyz", "-v"]},
+     ["steps[0]: launcher program 'no-such-launcher-xyz' was not found"]),
+    ({"script": "tasks/t.py", "launcher": ["./tasks/run.sh"]},
+     ["steps[0]: launcher program './tasks/run.sh' was not found (looked for"]),
 ])
 def test_check_step(root: Path, raw: Any, expected: List[str]) -> None:
     problems = scheduler.check_step(0, raw, None, root)
@@ -264,7 +310,7 @@ def test_check_options(options: Any, expected: List[str]) -> None:
 def test_the_schema_is_the_one_list_of_keys() -> None:
     assert scheduler.STEP_KEYS == {
         "script", "name", "arguments", "env", "timeout", "retries", "retry_delay",
-        "interpreter", "launcher", "argument_format"}
+        "interpreter", "launcher", "argument_format", "argument_style", "args"}
 
 
 def test_resolve_section_reports_each_broken_interpolation() -> None:
