@@ -14,6 +14,7 @@ record · pipeline · lock, resume and dry run (I/O) · cron · main · command 
 """
 
 import contextlib
+import errno
 import fcntl
 import functools
 import gc
@@ -279,11 +280,18 @@ def check_step(index: int, raw: Any, name: Optional[str], root: Path,
         value = raw.get(key)
         if key not in type_failed and isinstance(value, (int, float)) and value < 0:
             problems.append(f"{where}: {key} must be >= 0, got {value!r}")
+        elif key not in type_failed and isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where}: {key} must be a finite number of seconds, got {value!r}")
     if raw.get("name") == "":
         problems.append(f"{where}: name must not be empty")
     for key, value in (raw.get("env") or {}).items() if isinstance(raw.get("env"), dict) else ():
         if not isinstance(value, (str, int, float, bool)):
             problems.append(f"{where}: env.{key} must be a string or a number, got {value!r}")
+        elif "\0" in str(value):
+            problems.append(f"{where}: env.{key} must not hold a NUL byte, got {value!r}")
+        if not str(key) or "=" in str(key) or "\0" in str(key):
+            problems.append(f"{where}: env has a variable named {str(key)!r}: a name must be "
+                            "non-empty, without '=' or a NUL byte")
     interpreter = raw.get("interpreter")
     if interpreter is not None and normalize_program(interpreter) is None:
         problems.append(f"{where}: interpreter must be a program name or a list of strings, "
@@ -381,6 +389,9 @@ def check_options(raw: Any) -> List[str]:
     grace = raw.get("kill_grace")
     if isinstance(grace, (int, float)) and grace < 0:
         problems.append(f"scheduler: kill_grace must be >= 0 seconds, got {grace!r}")
+    elif isinstance(grace, float) and not math.isfinite(grace):
+        problems.append(f"scheduler: kill_grace must be a finite number of seconds, "
+                        f"got {grace!r}")
     for key in ("only", "skip"):
         if raw.get(key) is not None and normalize_names(raw[key]) is None:
             problems.append(f"scheduler: {key} must be a step name or a list of names, "
@@ -405,6 +416,20 @@ def check_options(raw: Any) -> List[str]:
     if start is not None and raw.get("resume") is True:
         problems.append("scheduler: from_step and resume=true both say where to start; "
                         "set only one of them")
+    return problems
+
+
+TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
+
+
+def check_top_level(keys: List[Any], defaults: Any) -> List[str]:
+    """Return a problem for each top-level key crude-link does not know, and a bad default:."""
+    known = list(TOP_LEVEL_KEYS)
+    problems = [f"unknown top-level key '{key}'{_did_you_mean(str(key), known, 'top-level keys')}"
+                for key in sorted(set(map(str, keys)) - set(known))]
+    if defaults is not None and not isinstance(defaults, (list, dict)):
+        problems.append(f"default: must be a list or a mapping of step templates, "
+                        f"got {defaults!r}")
     return problems
 
 
@@ -1016,7 +1041,7 @@ def hydra_folders(arguments: Mapping[Any, Any], folder: Path) -> List[str]:
 
 
 class StopRequest:
-    """What SIGINT/SIGTERM asked for, and the process group to pass them on to."""
+    """What SIGINT/SIGTERM/SIGHUP asked for, and the process group to pass them on to."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
@@ -1024,6 +1049,7 @@ class StopRequest:
         self.at = 0.0
         self.group: Optional[int] = None
         self.forwarded_to: Optional[int] = None
+        self.watchdog: Optional[Watchdog] = None  # told of each step's group
 
     def handle(self, signum: int, frame: Any) -> None:
         """Record the signal and pass it on to the running step at once."""
@@ -1054,6 +1080,47 @@ def signal_group(group: int, signum: int) -> None:
     """Send a signal to a process group that may already be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)
+
+
+def process_is_alive(pid: int) -> bool:
+    """Return whether a process runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no procfs
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def group_is_alive(group: int) -> bool:
+    """Return whether a process group still has a process that is not a zombie."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False  # the usual answer, in one system call
+    except PermissionError:
+        return True
+    # Zombies count for kill(); an init that never reaps (some containers) keeps them.
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no procfs: believe kill()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 class SlurmJob:
@@ -1133,6 +1200,86 @@ def _squeue(fields: Sequence[str]) -> Optional[List[List[str]]]:
 def _scancel(job: str, *options: str) -> None:
     """Run scancel on a job, job step or array tasks; say nothing if it is gone."""
     _slurm(["scancel", *options, job])
+
+
+# The watchdog's shell script: $1 is kill_grace in tenths of a second. It reads process group
+# ids, one a line, until the pipe ends; if the last is not 0, the scheduler died while that
+# group ran. It stops the group, and holds the run lock (an inherited descriptor) till the
+# group is gone. A group of zombies (an init that never reaps) counts as gone.
+_WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the scheduler dies
+trap '' HUP INT
+ticks=$1
+group=0
+while read -r line; do group=$line; done
+[ "$group" -gt 0 ] 2>/dev/null || exit 0
+alive() {
+    kill -0 -"$group" 2>/dev/null || return 1
+    [ -r /proc/self/stat ] || return 0
+    for stat in /proc/[0-9]*/stat; do
+        { read -r line <"$stat"; } 2>/dev/null || continue
+        set -- ${line##*) }
+        [ "$3" = "$group" ] && [ "$1" != Z ] && [ "$1" != X ] && return 0
+    done
+    return 1
+}
+kill -TERM -"$group" 2>/dev/null
+tick=0
+while alive; do
+    [ "$tick" -eq "$ticks" ] && kill -KILL -"$group" 2>/dev/null
+    [ "$tick" -gt $((ticks + 50)) ] && exit 0
+    tick=$((tick + 1))
+    sleep 0.1 2>/dev/null || sleep 1
+done
+"""
+
+
+class Watchdog:
+    """A small shell, started once per run, that stops the running step if the scheduler dies.
+
+    kill -9 or the OOM killer leave no chance to stop a step: it would run on, and, the run
+    lock gone, the next run would start a second copy of it in the same folders. The
+    scheduler tells the watchdog, through a pipe, the process group of each step it starts
+    (0 when that has ended); the pipe's end, with a group named, means the scheduler died.
+    The step's group then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays
+    held until the group is gone. It costs one write of a few bytes per step, start and end.
+    """
+
+    def __init__(self, kill_grace: float, lock: Optional[BinaryIO]) -> None:
+        self.fd: Optional[int] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        read, write = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
+                 str(math.ceil(kill_grace * 10))],
+                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                pass_fds=(lock.fileno(),) if lock else (), start_new_session=True)
+            self.fd = write
+        except OSError as error:  # no /bin/sh: run without, as before
+            log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
+                        "killed outright", error)
+            os.close(write)
+        finally:
+            os.close(read)
+
+    def watch(self, group: int) -> None:
+        """Name the running step's process group (0: none runs)."""
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"%d\n" % group)
+            except OSError:  # the watchdog was killed: nothing to tell
+                os.close(self.fd)
+                self.fd = None
+
+    def close(self) -> None:
+        """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
+        self.watch(0)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
 
 
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
@@ -1223,6 +1370,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     # The signal handler passes a stop on at once to a plain step; an srun step needs
     # squeue and scancel, which the loop below runs instead (within POLL_INTERVAL).
     stop.group = None if slurm else proc.pid
+    if stop.watchdog is not None:
+        stop.watchdog.watch(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.fileno()
     with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
@@ -1232,7 +1381,10 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     watch = [out] if exit_fd is None else [out, exit_fd]
     deadline = started + timeout if timeout else math.inf
     kill_at = math.inf
+    look_at = started + POLL_INTERVAL  # look at the step's exit at least this often
     timed_out = exited = False
+    left = False  # processes of the step's group outlive its main process
+    given_up_at = math.inf  # after SIGKILL, when to stop waiting for the group to go
     try:
         announce()
         while True:
@@ -1246,35 +1398,53 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                     terminal.write(chunk)
                     tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
                         tail + chunk)[-TAIL_BYTES:]
-                    if stop.signum is None and time.monotonic() < min(deadline, kill_at):
+                    if stop.signum is None and time.monotonic() < min(deadline, kill_at,
+                                                                      look_at):
                         continue
                 elif chunk == b"":
                     watch.remove(out)
             now = time.monotonic()
-            if now >= deadline and not timed_out and not exited:
+            running = not exited or left
+            if now >= deadline and running:  # the timeout covers what the step left too
                 timed_out = True
+                deadline = math.inf  # fired: a past deadline would make the wait below 0
                 send(signal.SIGTERM)
-                kill_at = now + kill_grace
-            if stop.signum is not None and kill_at == math.inf and not exited:
+                kill_at = min(kill_at, now + kill_grace)
+            if stop.signum is not None and kill_at == math.inf and running:
                 if stop.forwarded_to != proc.pid:  # arrived before the group was known
                     send(stop.signum)
                 kill_at = stop.at + kill_grace
-            if now >= kill_at and not exited:
+            if now >= kill_at and running:
                 send(signal.SIGKILL)
                 kill_at = math.nan  # killed once; never again
+                given_up_at = now + 4 * POLL_INTERVAL  # a process in the kernel (state D)
             wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
             ready = select.select(watch, [], [], wait)[0] if watch else []
+            if not exited and (out not in ready or exit_fd in ready or now >= look_at):
+                look_at = now + POLL_INTERVAL
+                if proc.poll() is not None:
+                    exited = True
+                    if exit_fd in watch:
+                        watch.remove(exit_fd)
+                    # What the step started in its group (a forgotten `&`, a data loader's
+                    # worker) is stopped too, as at a timeout: the run goes on without it.
+                    send = functools.partial(signal_group, proc.pid)
+                    left = group_is_alive(proc.pid)
+                    if left and kill_at == math.inf:
+                        send(signal.SIGTERM)
+                        kill_at = now + kill_grace
+            elif left and (out not in ready or now >= look_at):
+                look_at = now + POLL_INTERVAL
+                left = group_is_alive(proc.pid) and now < given_up_at
             if out in ready:
                 continue  # output (or its end) to read
-            if not exited and proc.poll() is not None:
-                exited = True
-                if exit_fd in watch:
-                    watch.remove(exit_fd)
-            # Done at end of output, or when a leftover child of the step holds the pipe
-            # open but has been silent for a moment after the step itself exited.
-            if exited and (out not in watch or not ready):
+            # Done when the step's group is gone and its output ended, or when a process
+            # outside the group (a daemon started with setsid) holds the pipe but is silent.
+            if exited and not left and (out not in watch or not ready):
                 break
-            if not watch:  # output closed and no pidfd: wait for the exit the slow way
+            if not watch and exited:  # output closed; what the step left has yet to go
+                time.sleep(wait)
+            elif not watch:  # output closed and no pidfd: wait for the exit the slow way
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
     except BaseException:  # as subprocess.run does: never leave the step behind
@@ -1288,6 +1458,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
         if exit_fd is not None:
             os.close(exit_fd)
         proc.wait()
+        if stop.watchdog is not None:
+            stop.watchdog.watch(0)
         if slurm is not None and (timed_out or stop.signum is not None):
             slurm.scancel()  # whatever srun did on its way out: leave no job in squeue
     code = proc.returncode
@@ -1315,6 +1487,12 @@ def sleep_unless_stopped(seconds: float, stop: StopRequest) -> None:
 # ── Failure dialog (I/O) ─────────────────────────────────────────────────
 
 
+def print_newline() -> None:
+    """End the line a prompt left open; say nothing if the terminal is gone (SIGHUP)."""
+    with contextlib.suppress(OSError):
+        print(flush=True)
+
+
 def parse_choice(text: str) -> Optional[str]:
     """Return the dialog choice a reply means ("R", "retry" → "retry"); None if unclear."""
     word = text.strip().lower()
@@ -1329,7 +1507,7 @@ def ask_what_next(ask: Callable[[str], str] = input) -> str:
         try:
             reply = ask(prompt)
         except EOFError:
-            print()
+            print_newline()
             return "abort"
         choice = parse_choice(reply)
         if choice:
@@ -1381,17 +1559,44 @@ def write_text_atomic(path: Path, text: str) -> None:
     """
     tmp = path.with_name(f".{path.name}.tmp")
     data = text.encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        # Blocks allocated up front: ext4 then has no delayed allocation to flush when the
-        # rename replaces the old file (auto_da_alloc), a wait that grows when the disk is
-        # busy (measured here: 0.34 → 0.23 ms a rewrite under load, 0.22 → 0.20 idle).
-        with contextlib.suppress(AttributeError, OSError):
-            os.posix_fallocate(fd, 0, len(data))  # type: ignore[attr-defined,unused-ignore]
-        write_all(fd, data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            # Blocks allocated up front: ext4 then has no delayed allocation to flush when the
+            # rename replaces the old file (auto_da_alloc), a wait that grows when the disk is
+            # busy (measured here: 0.34 → 0.23 ms a rewrite under load, 0.22 → 0.20 idle).
+            with contextlib.suppress(AttributeError, OSError):
+                os.posix_fallocate(fd, 0, len(data))  # type: ignore[attr-defined,unused-ignore]
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _overwrite_in_place(path, data, error)
+        return
+    os.replace(tmp, path)
+
+
+def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
+    """Write data over a file's old blocks, on a full disk; raise full if they are too few.
+
+    Not atomic, but the only write left there, and without it a run's last state would be
+    lost: summary.json would say `running` for good.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        raise full from None
+    try:
+        if os.fstat(fd).st_blocks * 512 < len(data):
+            raise full
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
-    os.replace(tmp, path)
 
 
 class RunRecord:
@@ -1453,6 +1658,16 @@ class RunRecord:
         self.data.update(status=status, exit_code=exit_code, finished=now_iso())
         self.write()
 
+    def finish_on_fault(self, exit_code: int) -> None:
+        """Record a run crude-link could not go on with: failed; a running step interrupted."""
+        if self.data["status"] != RUNNING:
+            return  # already finished: what went wrong came after
+        for entry in self.data["steps"]:
+            if entry["status"] == RUNNING:
+                entry.update(status=INTERRUPTED, finished=now_iso())
+                self._lines[entry["index"] - 1] = json.dumps(entry)
+        self.finish(FAILED, exit_code)
+
     def write(self, changed: Optional[int] = None) -> None:
         """Rewrite summary.json; changed is the 1-based index of the step that changed."""
         if changed is not None:
@@ -1481,7 +1696,8 @@ class Console:
             self._show(colored(line, "red", attrs=["bold"] if index == 0 else None))
 
     def _show(self, text: str) -> None:
-        sys.stdout.flush()  # anything print()ed before must come first
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            sys.stdout.flush()  # anything print()ed before must come first
         self.terminal.write(text.encode("utf-8", errors="replace") + b"\n")
 
 
@@ -1623,14 +1839,14 @@ class Interrupted(BaseException):
 
 
 class _signals_raise:
-    """Inside the dialog, Ctrl-C and SIGTERM end the wait at once (as exceptions)."""
+    """Inside the dialog, Ctrl-C, SIGTERM and SIGHUP end the wait at once (as exceptions)."""
 
     def __enter__(self) -> None:
         def raise_interrupted(signum: int, frame: Any) -> None:
             raise Interrupted(signum)
 
         self.saved = {sig: signal.signal(sig, raise_interrupted)
-                      for sig in (signal.SIGINT, signal.SIGTERM)}
+                      for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.saved.items():
@@ -1666,7 +1882,7 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
             break
     except (Interrupted, KeyboardInterrupt) as stopped:
         signum = stopped.signum if isinstance(stopped, Interrupted) else signal.SIGINT
-        print()
+        print_newline()
         pipeline.console.say(f"{signal.Signals(signum).name} at the prompt: aborting", "yellow")
         run_status, exit_code = ABORTED, EXIT_SIGNAL_BASE + signum
     steps = record.data["steps"]
@@ -1777,6 +1993,43 @@ def acquire_lock(path: Path, run_dir: Path, shared: bool = False
     return handle, ""
 
 
+def lock_refusal(holder: str, root: Path) -> str:
+    """Return why a run does not start, from what the lock file says of the run holding it."""
+    match = re.match(r"pid (\d+), .*run folder (.*)", holder)
+    if match and not process_is_alive(int(match.group(1))):  # its watchdog holds the lock
+        return (f"crude-link: a step of an earlier run still runs (run folder {match.group(2)}), "
+                f"though its scheduler, pid {match.group(1)}, has ended; it gets SIGTERM, "
+                f"SIGKILL after kill_grace. Not starting while it runs.")
+    return (f"crude-link: another run is using {root} ({holder}); not starting. "
+            f"Wait for it, or stop it first.")
+
+
+HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
+
+
+def remove_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run folder holding only Hydra's own files (.hydra/, an empty log), if it does."""
+    for logger in (logging.getLogger(), log):  # Hydra's log file there is open: close it
+        for handler in list(logger.handlers):
+            if (isinstance(handler, logging.FileHandler)
+                    and Path(handler.baseFilename).parent == run_dir):
+                handler.close()
+                logger.removeHandler(handler)
+    hydra_dir, log_file = run_dir / ".hydra", run_dir / "scheduler.log"
+    with contextlib.suppress(OSError):
+        if ({p.name for p in run_dir.iterdir()} - {hydra_dir.name, log_file.name}
+                or {p.name for p in hydra_dir.iterdir()} - HYDRA_FILES
+                or log_file.stat().st_size):
+            return  # something of the user's, or a message worth keeping
+        for name in HYDRA_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (hydra_dir / name).unlink()
+        hydra_dir.rmdir()
+        log_file.unlink()
+        run_dir.rmdir()
+        run_dir.parent.rmdir()  # the day's folder, if this was its only run
+
+
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """Return the folder and summary of the most recently started run under outputs/."""
     folders = sorted((p.parent for p in outputs.glob("*/*/summary.json")),
@@ -1815,6 +2068,8 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
         os.replace(temporary, outputs / LATEST_LINK)
     except OSError as error:  # e.g. a real folder named latest: never worth failing a run
         log.warning("could not update %s: %s", outputs / LATEST_LINK, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 # ── Cron ─────────────────────────────────────────────────────────────────
@@ -2009,15 +2264,33 @@ def print_problems(problems: List[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def machine_fault(error: Optional[BaseException]) -> Optional[OSError]:
+    """Return the fault of the machine (an OSError with an errno) behind an error, or None."""
+    for _ in range(10):  # __cause__ and __context__ chains are short; never loop on a cycle
+        if error is None or isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def print_fault(error: OSError, where: Path, outcome: str) -> None:
+    """Print one line on a fault of the machine: the path, the system's reason, the outcome."""
+    print(colored(f"crude-link: a fault of the machine: {error.filename or where}: "
+                  f"{error.strerror or error}; {outcome}", "red"), file=sys.stderr)
+
+
 def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path] = None
                 ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
     """Return the plan and options of a composed config, or the problems found in it."""
     unresolved: List[str] = []
-    steps = resolve_section(cfg.get("steps"), "steps", unresolved)
-    options = resolve_section(cfg.get("scheduler"), "scheduler", unresolved)
-    defaults = OmegaConf.to_container(cfg["default"]) if "default" in cfg else None
+    steps = resolve_section(_section(cfg, "steps", unresolved), "steps", unresolved)
+    options = resolve_section(_section(cfg, "scheduler", unresolved), "scheduler", unresolved)
+    defaults = _section(cfg, "default", unresolved)
+    if isinstance(defaults, (DictConfig, ListConfig)):
+        defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
     names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
-    problems = check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
+    problems = check_top_level(list(cfg), defaults)
+    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
     problems += name_steps_in(unresolved, names)
     if problems:
         return [], SchedulerOptions(), problems
@@ -2027,10 +2300,22 @@ def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path
     return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
 
 
+def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
+    """Return a top-level section of the config; None, and a problem, if it cannot resolve."""
+    try:
+        return cfg.get(key)
+    except OmegaConfBaseException as error:  # `steps: ${steps}`, say
+        raw: Any = OmegaConf.to_container(cfg)
+        raw = raw[key]
+        problems.append(f"{key}: cannot resolve {raw!r}: {_first_line(error)}")
+        return None
+
+
 def _log_to_file_only() -> None:
     """Send crude-link's log records to Hydra's log file only (the terminal gets colour)."""
     log.propagate = False
     log.setLevel(logging.INFO)
+    logging.raiseExceptions = False  # a full disk: no traceback from a failed log write
     log.handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
 
 
@@ -2080,7 +2365,13 @@ def main(cfg: DictConfig) -> None:
     elif options.cron:
         code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
-        code = run_job(plan, options, run_dir, steps_dir, previous, stop)
+        try:
+            code = run_job(plan, options, run_dir, steps_dir, previous, stop)
+        except OSError as error:
+            if error.errno is None:
+                raise
+            print_fault(error, run_dir, "no step was run")
+            code = EXIT_SOFTWARE
     _job_exit_codes.append(code)
     if stop.signum is not None and os.getpid() == _LAUNCHING_PID and _in_multirun():
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
@@ -2120,8 +2411,9 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
         return EXIT_SOFTWARE
     if holder:
-        print(colored(f"crude-link: another run is using {ROOT} ({holder}); not starting. "
-                      f"Wait for it, or stop it first.", "red"), file=sys.stderr)
+        print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
+        if not _in_multirun():  # a sweep's report looks for each job's folder
+            remove_unused_run_dir(run_dir)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:
@@ -2141,6 +2433,7 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
+        stop.watchdog = Watchdog(options.kill_grace, lock)
         record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
                            steps_dir)
         return run_guarded(pipeline, record, selected)
@@ -2148,11 +2441,14 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         console.terminal.close()
         if lock:
             lock.close()
+        if stop.watchdog is not None:
+            stop.watchdog.close()
 
 
 def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
-    """Run the pipeline with SIGINT/SIGTERM passed on to steps; return its exit code."""
-    signals = [signal.SIGINT, signal.SIGTERM]
+    """Run the pipeline with SIGINT/SIGTERM/SIGHUP passed on to steps; return its exit code."""
+    # SIGHUP: the terminal closed or the ssh connection dropped; the run stops as on SIGTERM.
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     if callable(signal.getsignal(signal.SIGUSR2)):
         # A submitit job on Slurm: SIGUSR2 says its time limit is near. submitit's own
         # handler would raise in the middle of a step; stop the step cleanly instead.
@@ -2160,11 +2456,19 @@ def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedSte
     saved = {sig: signal.signal(sig, pipeline.stop.handle) for sig in signals}
     try:
         return run_pipeline(pipeline, record, selected)
-    except Exception:
-        # A bug or an environment fault (disk full...), not a config error: say so plainly.
+    except Exception as error:
+        # A bug or a fault of the machine (disk full...), not a config error: say so plainly.
         log.exception("crude-link stopped on an internal error")
-        print(f"crude-link: internal error, details in {pipeline.run_dir / 'scheduler.log'}:\n"
-              f"  {_first_line(sys.exc_info()[1] or Exception())}", file=sys.stderr)
+        fault = machine_fault(error)
+        if fault is not None:
+            print_fault(fault, pipeline.run_dir, "the run stopped, recorded as failed")
+        else:
+            print(f"crude-link: internal error, details in {pipeline.run_dir / 'scheduler.log'}:"
+                  f"\n  {_first_line(error)}", file=sys.stderr)
+        try:
+            record.finish_on_fault(EXIT_SOFTWARE)
+        except OSError as unrecorded:
+            log.error("cannot record the run's end in %s: %s", record.path, unrecorded)
         return EXIT_SOFTWARE
     finally:
         for sig, handler in saved.items():
@@ -2189,7 +2493,7 @@ GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude
 
 
 class SweepStopped(BaseException):
-    """SIGTERM reached the launching process of a multirun (or its watch gave up)."""
+    """SIGTERM or SIGHUP reached the launching process of a multirun (or its watch gave up)."""
 
 
 class SweepWatch:
@@ -2373,13 +2677,14 @@ def _job_overrides(job: Path) -> str:
     return f" ({' '.join(words)})" if words else ""
 
 
-def run_multirun(watch: SweepWatch) -> int:
+def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
 
     def stopped(signum: int, frame: Any) -> None:
         raise SweepStopped(signum)
 
     signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGHUP, stopped)
     hydra_code: Any = EXIT_OK
     stop_code = None
     try:
@@ -2387,8 +2692,10 @@ def run_multirun(watch: SweepWatch) -> int:
             main()
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
+        reported = report_hydra_error(hydra_exit, held, ROOT / "multirun") if held else None
+        hydra_code = hydra_code if reported is None else reported
     except (KeyboardInterrupt, SweepStopped) as stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C: finish the job
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one: finish
             signal.signal(sig, signal.SIG_IGN)
         signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
         if not watch.gave_up:
@@ -2447,7 +2754,8 @@ def help_text() -> str:
         "Exit status: 0 every selected step succeeded (or dry run, nothing to resume);",
         "  1-255 the first failed step's exit code (124 timeout, 128+N signal N);",
         "  2 config error (all listed, no step run); 75 another run holds the lock;",
-        "  130 Ctrl-C; 143 SIGTERM; 70 crude-link itself failed.",
+        "  130 Ctrl-C; 143 SIGTERM; 129 SIGHUP; 70 crude-link itself failed or a fault",
+        "  of the machine (a read-only or full disk).",
         "",
         "Hydra's own flags and help: python scheduler.py --hydra-help",
     ])
@@ -2498,37 +2806,178 @@ def configured_run_dirs(text: Optional[str]) -> List[str]:
         return []  # the usual case: no YAML parse at start-up
     import yaml  # PyYAML comes with omegaconf
 
-    with contextlib.suppress(yaml.YAMLError):
+    with contextlib.suppress(yaml.YAMLError, AttributeError):  # hydra: 3 is reported later
         node = (yaml.safe_load(text) or {}).get("hydra") or {}
         return [f"hydra.{key}.dir" for key in ("run", "sweep")
                 if isinstance(node.get(key), dict) and "dir" in node[key]]
     return []
 
 
-def yaml_problem(text: str) -> Optional[str]:
-    """Return what makes text invalid YAML ('... line 3, column 23'), or None.
+def not_utf8(path: Path) -> Optional[str]:
+    """Return where a file stops being UTF-8 text ('byte 0xff at line 3, column 4'), or None."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except OSError:
+        return None  # missing or unreadable: Hydra says so
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        return (f"not UTF-8 text (a binary file?): byte 0x{data[error.start]:02x} at line "
+                f"{line}, column {column}")
+    return None
 
-    Hydra would report it with a traceback. libyaml's parser checks in about a millisecond;
-    the slower pure-Python one, which OmegaConf uses, confirms a problem before it counts.
+
+def yaml_problem(text: str) -> Optional[str]:
+    """Return what makes text invalid YAML ('... line 3, column 23'), or None."""
+    return compose_yaml(text)[1]
+
+
+def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
+    """Return text's YAML node tree (None: empty) and what makes it invalid YAML, or None.
+
+    Hydra would report a problem with a traceback. libyaml composes the text in a fraction
+    of a millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
+    before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
+    Nothing is constructed: merges (<<) of merges could take for ever (shape_problems says).
     """
     import yaml  # PyYAML comes with omegaconf
 
-    loader = getattr(yaml, "CSafeLoader", None)
     try:
-        if loader is not None:
-            yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, for syntax only
-        return None
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
-        pass
-    try:
-        yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        return f"{error.problem or error.context or 'not valid YAML'}{where}"
-    except yaml.YAMLError as error:
-        return _first_line(error)
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as error:
+            if isinstance(error, yaml.composer.ComposerError) and error.context:
+                return None, (f"{error.context}{_at(error.context_mark)}, "  # both anchors
+                              f"{error.problem}{_at(error.problem_mark)}")
+            return None, f"{error.problem or error.context or 'not valid YAML'}{_at(error)}"
+        except yaml.YAMLError as error:
+            return None, _first_line(error)
+        except RecursionError:
+            return None, f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels)"
+    return node, _repeated_key(node)
+
+
+def _at(found: Any) -> str:
+    """Return ' (line 3, column 23)': where a YAML error, node or mark is."""
+    mark = getattr(found, "problem_mark", None) or getattr(found, "start_mark", found)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def _repeated_key(root: Any) -> Optional[str]:
+    """Return the first key repeated in a mapping of a YAML node tree, as a problem, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    seen, todo = set(), [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or not isinstance(node, yaml.CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: Dict[str, Any] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:str" and key.value in keys:
+                    first = keys[key.value].start_mark.line + 1
+                    return (f"found duplicate key {key.value!r}{_at(key)}; it is first at line "
+                            f"{first}")
+                keys.setdefault(key.value, key)
+                todo.extend((key, value))
+        else:
+            todo.extend(node.value)
     return None
+
+
+MAX_CONFIG_DEPTH = 32  # OmegaConf itself fails at ~80 levels of mappings
+MAX_CONFIG_VALUES = 50_000  # Hydra takes about 10 s to compose that many
+
+
+class _Refused(Exception):
+    """A config too big or too deep to give to Hydra; its message says where."""
+
+
+def shape_problems(root: Any) -> List[str]:
+    """Return the problems of a config's YAML node tree that Hydra would fail on, badly.
+
+    Aliases are counted as the copies OmegaConf makes of them: a few hundred bytes of
+    anchors and aliases can stand for billions of values (hours and gigabytes in Hydra).
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return [f"the config must be a mapping (steps:, scheduler:...), got "
+                f"{'a list' if isinstance(root, yaml.SequenceNode) else repr(root.value)}"
+                f"{_at(root)}"]
+    try:
+        _measure(root, 1, {})
+    except _Refused as refused:
+        return [str(refused)]
+    problems = []
+    for key, value in root.value:
+        if key.value == "hydra" and not isinstance(value, yaml.MappingNode):
+            problems.append(f"hydra: must be a mapping of Hydra's settings{_at(value)}")
+        elif key.value == "defaults":
+            problems.extend(_defaults_problems(value))
+    return problems
+
+
+def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
+             ) -> Tuple[int, int]:
+    """Return (values, levels) a node stands for, aliases expanded; raise _Refused: too many.
+
+    known: node id → its (values, levels), or None while its children are being measured.
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if depth > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    if id(node) in known:
+        measured = known[id(node)]
+        if measured is None:
+            raise _Refused(f"an alias refers to a node that holds it{_at(node)}: "
+                           "it would repeat for ever")
+        size, height = measured
+    elif not isinstance(node, yaml.CollectionNode):
+        size, height = 1, 1
+    else:
+        known[id(node)] = None
+        size, height = 1, 1
+        children = (node.value if isinstance(node, yaml.SequenceNode)
+                    else [part for pair in node.value for part in pair])
+        for child in children:
+            child_size, child_height = _measure(child, depth + 1, known)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_CONFIG_VALUES:
+                raise _Refused(f"the config stands for more than {MAX_CONFIG_VALUES} values, "
+                               f"its aliases expanded{_at(node)}: too big to load")
+        known[id(node)] = size, height
+    if depth + height - 1 > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    return size, height
+
+
+def _defaults_problems(node: Any) -> List[str]:
+    """Return the problems of a `defaults:` list: Hydra's, of config groups; not step templates."""
+    import yaml  # PyYAML comes with omegaconf
+
+    hint = ("defaults: is Hydra's list of configs to compose; step templates go in "
+            "'default:' (did you mean 'default'?)")
+    if not isinstance(node, yaml.SequenceNode):
+        return [f"{hint}; got no list{_at(node)}"]
+    for item in node.value:
+        if isinstance(item, yaml.ScalarNode):
+            continue
+        pairs = item.value if isinstance(item, yaml.MappingNode) else []
+        if (len(pairs) != 1 or not isinstance(pairs[0][0], yaml.ScalarNode)
+                or pairs[0][0].value in STEP_KEYS or isinstance(pairs[0][1], yaml.MappingNode)
+                or isinstance(pairs[0][1], yaml.SequenceNode)
+                and not all(isinstance(v, yaml.ScalarNode) for v in pairs[0][1].value)):
+            return [f"{hint}; an item must be a config name or 'group: option'{_at(item)}"]
+    return []
 
 
 # Hydra's flags that take a value; its --info takes one optionally.
@@ -2558,24 +3007,98 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     return argv + extra
 
 
+class HeldErrorReport:
+    """sys.stderr while Hydra sets a job up: holds back its traceback of an error crude-link
+    says in one line instead.
+
+    Hydra makes the run folder, its log file and .hydra/ before main runs, and reports what
+    fails there (a read-only or full disk) with a traceback, then exits 1; so too a config
+    file that its YAML parser refuses although libyaml took it (a tab inside a key, say).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.held: List[str] = []
+
+    def write(self, text: str) -> int:
+        if _one_line_error(sys.exc_info()[1]) is not None and not _inside_main():
+            self.held.append(text)
+            return len(text)
+        return int(self.stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _inside_main() -> bool:
+    """Return whether crude-link's main (Hydra's task function) is on the call stack."""
+    code = main.__wrapped__.__code__
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
+    """Return the fault of the machine or the YAML error behind an error, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    fault = machine_fault(error)
+    for _ in range(10):
+        if fault is not None or error is None or isinstance(error, yaml.YAMLError):
+            return fault or error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def report_hydra_error(hydra_exit: SystemExit, held: HeldErrorReport, where: Path
+                       ) -> Optional[int]:
+    """Say in one line the error Hydra exited on, if crude-link can; return the exit code."""
+    sys.stderr = held.stream  # Hydra is done
+    error = _one_line_error(hydra_exit.__context__) if hydra_exit.code == 1 else None
+    if isinstance(error, OSError):
+        print_fault(error, where, "no step was run")
+        return EXIT_SOFTWARE
+    if error is not None:
+        path = Path(getattr(getattr(error, "problem_mark", None), "name", "config"))
+        problem = getattr(error, "problem", None) or _first_line(error)
+        print(colored(f"crude-link: {path.name} is not valid YAML; no step was run:", "red",
+                      attrs=["bold"]) + f"\n  {path}: {problem}{_at(error)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    held.stream.write("".join(held.held))  # not ours to shorten after all
+    return None
+
+
 if __name__ == "__main__":
     _config, _text = primary_config(sys.argv[1:], ROOT)
-    _problem = yaml_problem(_text) if _text is not None else None
+    _tree, _problem = compose_yaml(_text) if _text is not None else (None, not_utf8(_config))
     if _problem:
         print(colored(f"crude-link: {_config.name} is not valid YAML; no step was run:", "red",
                       attrs=["bold"]) + f"\n  {_config}: {_problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+    _problems = shape_problems(_tree)
+    if _problems:
+        print(colored(f"crude-link: {_config.name} cannot be loaded; no step was run:", "red",
+                      attrs=["bold"]), *(f"  {_config}: {p}" for p in _problems),
+              sep="\n", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(_text))
     sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
+    sys.stderr = _held = HeldErrorReport(sys.stderr)
     if "-m" in sys.argv or "--multirun" in sys.argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.
         _own = any(override.startswith("hydra.sweep.dir=") for override in _ours)
-        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid(), _own)))
+        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid(), _own), _held))
     try:
         main()
     except SystemExit as hydra_exit:
+        _reported = report_hydra_error(hydra_exit, _held, ROOT / "outputs")
+        if _reported is not None:
+            sys.exit(_reported)
         # Hydra reports its own errors (YAML syntax, a bad override, a missing config)
         # in a message and exits 1: those are config errors found before any step ran.
         sys.exit(EXIT_CONFIG_ERROR if hydra_exit.code == 1 else hydra_exit.code)

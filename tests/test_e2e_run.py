@@ -1,5 +1,6 @@
 """End to end: normal runs of `python scheduler.py` in a temp project (CONTRACT §1-3, §6)."""
 
+import contextlib
 import datetime
 import json
 import os
@@ -291,13 +292,13 @@ def test_arguments_reach_the_step_with_the_same_values_and_types(make_project: A
 def test_interpolations_resolve_when_the_command_is_built(make_project: Any) -> None:
     project = make_project(
         """\
-        model_dir: models
+        default: {model_dir: models}  # a top-level key of its own would be unknown
         steps:
           - script: tasks/fate.py
             arguments:
               record: record.json
               out: ${hydra:runtime.output_dir}/data.csv
-              model: ${model_dir}/m.json
+              model: ${default.model_dir}/m.json
               script_again: ${..script}
               today: ${now:%Y-%m-%d}
         """
@@ -524,8 +525,9 @@ def test_a_scheduler_killed_outright_leaves_a_summary_saying_running(
             proc.kill()
             proc.wait(timeout=60)
         step_pid = load_json(project / "record.json")["pid"]
-        assert os.getpgid(step_pid) == step_pid  # the step leads its own process group
-        os.killpg(step_pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # stopped by the run's watchdog
+            assert os.getpgid(step_pid) == step_pid  # the step leads its own process group
+            os.killpg(step_pid, signal.SIGKILL)
     finally:
         stop.touch()  # the step, if still there, ends by itself
     summary = load_summary(project)
