@@ -717,7 +717,8 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
 
 # ── Secrets (pure) ───────────────────────────────────────────────────────
 
-_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+# ${oc.env:...}, unless escaped: an odd number of backslashes before it makes it text.
+_FROM_ENV = re.compile(r"(?<!\\)(?:\\\\)*\$\{\s*oc\.env\s*:")
 
 
 def is_secret_key(key: str) -> bool:

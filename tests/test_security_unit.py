@@ -244,3 +244,14 @@ def test_a_secret_is_masked_however_the_argument_style_writes_it(style: str) -> 
     masked = scheduler.mask_words(planned.command, planned.secrets)
     assert not any(bit in word for bit in ("S3cr", "t2", "P0s") for word in masked), masked
     assert "open" in masked and any(word.endswith("n=1") for word in masked)
+
+
+@pytest.mark.parametrize("written, secret", [
+    ("${oc.env:API_TOKEN}", True),
+    ("x-${oc.env:API_TOKEN}", True),
+    ("\\${oc.env:API_TOKEN}", False),      # escaped: the literal text, read from no env
+    ("\\\\${oc.env:API_TOKEN}", True),     # an escaped backslash, then a real one
+    ("${x} and \\${oc.env:HOME}", False),
+])
+def test_only_a_real_oc_env_interpolation_makes_a_secret(written: str, secret: bool) -> None:
+    assert bool(scheduler.find_secrets("value", written, "plain")) is secret
