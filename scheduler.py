@@ -58,50 +58,111 @@ from termcolor import colored  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
+
 EXIT_OK = 0
+
+
 EXIT_FAILED = 1  # a multirun job that failed without an exit code of its own
+
+
 EXIT_CONFIG_ERROR = 2
+
+
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: crude-link itself failed
+
+
 EXIT_LOCKED = 75
+
+
 EXIT_TIMEOUT = 124
+
+
 EXIT_CANNOT_EXECUTE = 126
+
+
 EXIT_NOT_FOUND = 127
+
+
 EXIT_SIGNAL_BASE = 128
+
+
 EXIT_INTERRUPT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
+
+
 EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
 
+
 PIPE_SIZE = 1024 * 1024
+
+
 CHUNK_SIZE = PIPE_SIZE  # read what the pipe holds: 16x fewer reads and writes than 64 KiB
+
+
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in Python 3.10+; Linux's value
+
+
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
+
+
 TAIL_LINES = 10
+
+
 POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
+
+
 SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
 
+
+MAX_CONFIG_DEPTH = 32  # OmegaConf itself fails at ~80 levels of mappings
+
+
+MAX_CONFIG_VALUES = 50_000  # Hydra takes about 10 s to compose that many
+
+
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
+
+
 MASK = "***"  # what crude-link shows instead of a secret value
+
+
 # A key holding one of these (Airflow's list; case-insensitive) holds a secret.
 SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential",
                 "private_key")
 
+
 ARGUMENT_FORMAT = "{key}={value}"  # a step's default argument_format
+
+
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
+
+
 CRON_ACTIONS = ("print", "install", "remove")
+
+
 CRON_LOG = "cron.log"  # in <root>/outputs/
+
+
 LATEST_LINK = "latest"  # <root>/outputs/latest -> the newest run folder
+
+
 CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
+
+
 CHOICE_WORDS = {"retry": "retry", "pipeline": "pipeline", "rerun": "pipeline",
                 "skip": "skip", "abort": "abort"}
 
+
 # Step and run states, as written to summary.json.
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT = "running", "succeeded", "failed", "timed_out"
+
+
 INTERRUPTED, SKIPPED, NOT_RUN, ABORTED = "interrupted", "skipped", "not_run", "aborted"
+
 
 log = logging.getLogger("crude-link")
 
 
 # ── Schema ───────────────────────────────────────────────────────────────
-
 
 def _doc(text: str) -> Dict[str, str]:
     """Return dataclass field metadata carrying the one-line help shown by --help."""
@@ -168,6 +229,8 @@ class SchedulerOptions:
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
+
+
 OPTION_KEYS = frozenset(f.name for f in fields(SchedulerOptions))
 
 
@@ -184,7 +247,646 @@ class PlannedStep:
     secrets: Tuple[str, ...] = ()  # values shown as *** wherever crude-link shows the step
 
 
-# ── Step checks ──────────────────────────────────────────────────────────
+def is_word(value: Any) -> bool:
+    """Return whether a value can be one argv word as its text: a string, number or boolean."""
+    return isinstance(value, (str, int, float))
+
+
+def plain_text(value: Any) -> str:
+    """Return a scalar as a program reads it from one argv word: no quoting, no escapes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # inf, -inf and nan as float() reads them
+    return str(value)
+
+
+def normalize_program(program: Any) -> Optional[List[str]]:
+    """Return a program given as a string or a list as a list; None if it is neither."""
+    if isinstance(program, str) and program:
+        return [program]
+    if isinstance(program, list) and program and all(is_word(p) and p != "" for p in program):
+        return [plain_text(part) for part in program]
+    return None
+
+
+def normalize_names(names: Any) -> Optional[List[str]]:
+    """Return a step name or a list of names as a list; None if it is neither."""
+    if isinstance(names, str):
+        return [names]
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+# ── Reading the config: its file ─────────────────────────────────────────
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def primary_config(argv: Sequence[str], root: Path) -> Tuple[Path, Optional[str]]:
+    """Return the primary config file the command line names, and its text (None: unread)."""
+    folder, name = root, "config"
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("--config-name", "-cn"):
+            name = value
+        elif flag in ("--config-dir", "-cd", "--config-path", "-cp"):
+            folder = root / value if flag in ("--config-path", "-cp") else Path(value)
+    path = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return path, None  # Hydra will report a missing or unreadable config itself
+
+
+def configured_run_dirs(text: Optional[str]) -> List[str]:
+    """Return which of hydra.run.dir / hydra.sweep.dir the primary config's text sets."""
+    if text is None or not re.search(r"^hydra\s*:", text, re.MULTILINE):
+        return []  # the usual case: no YAML parse at start-up
+    import yaml  # PyYAML comes with omegaconf
+
+    with contextlib.suppress(yaml.YAMLError, AttributeError):  # hydra: 3 is reported later
+        node = (yaml.safe_load(text) or {}).get("hydra") or {}
+        return [f"hydra.{key}.dir" for key in ("run", "sweep")
+                if isinstance(node.get(key), dict) and "dir" in node[key]]
+    return []
+
+
+def not_utf8(path: Path) -> Optional[str]:
+    """Return where a file stops being UTF-8 text ('byte 0xff at line 3, column 4'), or None."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except OSError:
+        return None  # missing or unreadable: Hydra says so
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        return (f"not UTF-8 text (a binary file?): byte 0x{data[error.start]:02x} at line "
+                f"{line}, column {column}")
+    return None
+
+
+def yaml_problem(text: str) -> Optional[str]:
+    """Return what makes text invalid YAML ('... line 3, column 23'), or None."""
+    return compose_yaml(text)[1]
+
+
+class _Refused(Exception):
+    """A config too big or too deep to give to Hydra; its message says where."""
+
+
+def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
+    """Return text's YAML node tree (None: empty) and what makes it invalid YAML, or None.
+
+    Hydra would report a problem with a traceback. libyaml composes the text in a fraction
+    of a millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
+    before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
+    Nothing is constructed: merges (<<) of merges could take for ever (shape_problems says).
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    try:
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as error:
+            if isinstance(error, yaml.composer.ComposerError) and error.context:
+                return None, (f"{error.context}{_at(error.context_mark)}, "  # both anchors
+                              f"{error.problem}{_at(error.problem_mark)}")
+            return None, f"{error.problem or error.context or 'not valid YAML'}{_at(error)}"
+        except yaml.YAMLError as error:
+            return None, _first_line(error)
+        except RecursionError:
+            return None, f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels)"
+    return node, _repeated_key(node)
+
+
+def _at(found: Any) -> str:
+    """Return ' (line 3, column 23)': where a YAML error, node or mark is."""
+    mark = getattr(found, "problem_mark", None) or getattr(found, "start_mark", found)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def _repeated_key(root: Any) -> Optional[str]:
+    """Return the first key repeated in a mapping of a YAML node tree, as a problem, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    seen, todo = set(), [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or not isinstance(node, yaml.CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: Dict[str, Any] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:str" and key.value in keys:
+                    first = keys[key.value].start_mark.line + 1
+                    return (f"found duplicate key {key.value!r}{_at(key)}; it is first at line "
+                            f"{first}")
+                keys.setdefault(key.value, key)
+                todo.extend((key, value))
+        else:
+            todo.extend(node.value)
+    return None
+
+
+# ── Reading the config: its shape and size ───────────────────────────────
+
+def shape_problems(root: Any) -> List[str]:
+    """Return the problems of a config's YAML node tree that Hydra would fail on, badly.
+
+    Aliases are counted as the copies OmegaConf makes of them: a few hundred bytes of
+    anchors and aliases can stand for billions of values (hours and gigabytes in Hydra).
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return [f"the config must be a mapping (steps:, scheduler:...), got "
+                f"{'a list' if isinstance(root, yaml.SequenceNode) else repr(root.value)}"
+                f"{_at(root)}"]
+    try:
+        _measure(root, 1, {})
+    except _Refused as refused:
+        return [str(refused)]
+    problems = []
+    for key, value in root.value:
+        if key.value == "hydra" and not isinstance(value, yaml.MappingNode):
+            problems.append(f"hydra: must be a mapping of Hydra's settings{_at(value)}")
+        elif key.value == "defaults":
+            problems.extend(_defaults_problems(value))
+    return problems
+
+
+def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
+             ) -> Tuple[int, int]:
+    """Return (values, levels) a node stands for, aliases expanded; raise _Refused: too many.
+
+    known: node id → its (values, levels), or None while its children are being measured.
+    """
+    import yaml  # PyYAML comes with omegaconf
+
+    if depth > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    if id(node) in known:
+        measured = known[id(node)]
+        if measured is None:
+            raise _Refused(f"an alias refers to a node that holds it{_at(node)}: "
+                           "it would repeat for ever")
+        size, height = measured
+    elif not isinstance(node, yaml.CollectionNode):
+        size, height = 1, 1
+    else:
+        known[id(node)] = None
+        size, height = 1, 1
+        children = (node.value if isinstance(node, yaml.SequenceNode)
+                    else [part for pair in node.value for part in pair])
+        for child in children:
+            child_size, child_height = _measure(child, depth + 1, known)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_CONFIG_VALUES:
+                raise _Refused(f"the config stands for more than {MAX_CONFIG_VALUES} values, "
+                               f"its aliases expanded{_at(node)}: too big to load")
+        known[id(node)] = size, height
+    if depth + height - 1 > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
+    return size, height
+
+
+def _defaults_problems(node: Any) -> List[str]:
+    """Return the problems of a `defaults:` list: Hydra's, of config groups; not step templates."""
+    import yaml  # PyYAML comes with omegaconf
+
+    hint = ("defaults: is Hydra's list of configs to compose; step templates go in "
+            "'default:' (did you mean 'default'?)")
+    if not isinstance(node, yaml.SequenceNode):
+        return [f"{hint}; got no list{_at(node)}"]
+    for item in node.value:
+        if isinstance(item, yaml.ScalarNode):
+            continue
+        pairs = item.value if isinstance(item, yaml.MappingNode) else []
+        if (len(pairs) != 1 or not isinstance(pairs[0][0], yaml.ScalarNode)
+                or pairs[0][0].value in STEP_KEYS or isinstance(pairs[0][1], yaml.MappingNode)
+                or isinstance(pairs[0][1], yaml.SequenceNode)
+                and not all(isinstance(v, yaml.ScalarNode) for v in pairs[0][1].value)):
+            return [f"{hint}; an item must be a config name or 'group: option'{_at(item)}"]
+    return []
+
+
+# ── Reading the config: resolving and naming ─────────────────────────────
+
+def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
+    """Return a top-level section of the config; None, and a problem, if it cannot resolve."""
+    try:
+        return cfg.get(key)
+    except OmegaConfBaseException as error:  # `steps: ${steps}`, say
+        raw: Any = OmegaConf.to_container(cfg)
+        raw = raw[key]
+        problems.append(f"{key}: cannot resolve {raw!r}: {_first_line(error)}")
+        return None
+
+
+def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
+    """Return a config node as plain data, resolving its interpolations.
+
+    When something cannot resolve, the node is walked one key at a time instead, so
+    every broken interpolation becomes a problem naming its path, not just the first.
+    """
+    if isinstance(node, (DictConfig, ListConfig)):
+        with contextlib.suppress(OmegaConfBaseException):
+            return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)  # usual case
+    return _resolve_each(node, where, problems)
+
+
+def _resolve_each(node: Any, where: str, problems: List[str]) -> Any:
+    if not isinstance(node, (DictConfig, ListConfig)):
+        return node
+    is_dict = isinstance(node, DictConfig)
+    raw: Any = OmegaConf.to_container(node)  # the unresolved text, for messages
+    resolved: Dict[Any, Any] = {}
+    for key in (list(node) if is_dict else range(len(node))):
+        path = f"{where}.{key!s}" if is_dict else f"{where}[{key}]"
+        try:
+            child = node[key]
+        except OmegaConfBaseException as error:
+            problems.append(f"{path}: cannot resolve {raw[key]!r}: {_first_line(error)}")
+            continue
+        resolved[key] = _resolve_each(child, path, problems)
+    return resolved if is_dict else list(resolved.values())
+
+
+def name_steps_in(problems: List[str], names: List[str]) -> List[str]:
+    """Return `steps[2].arguments.x: ...` problems as `steps[2] (train): arguments.x ...`."""
+
+    def locate(match: "re.Match[str]") -> str:
+        index = int(match.group(1))
+        name = names[index] if index < len(names) and names[index] else ""
+        return f"steps[{index}]" + (f" ({name})" if name else "") + ": " + match.group(2)
+
+    return [re.sub(r"^steps\[(\d+)\]\.([^:]+):", locate, problem) for problem in problems]
+
+
+def _did_you_mean(word: str, choices: List[str], listing: str = "steps") -> str:
+    """Return ' (did you mean 'x'?)' for a close choice, else '; <listing>: a, b'."""
+    import difflib  # only a config with a typo pays for this import
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; {listing}: {', '.join(choices)}"
+
+
+def default_names(defaults: Any) -> Dict[str, str]:
+    """Return script → entry key for the `default:` entries whose script is unique."""
+    entries = []
+    for item in defaults if isinstance(defaults, list) else [defaults]:
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, dict) and isinstance(value.get("script"), str):
+                    entries.append((os.path.normpath(value["script"]), str(key)))
+    scripts = [script for script, _ in entries]
+    return {script: key for script, key in entries if scripts.count(script) == 1}
+
+
+def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]:
+    """Return each step's name and the problems with explicit names (repeats)."""
+    from_defaults = default_names(defaults)
+    explicit = [raw.get("name") if isinstance(raw, dict) else None for raw in steps]
+    problems = []
+    for index, name in enumerate(explicit):
+        if isinstance(name, str) and name and explicit.index(name) != index:
+            problems.append(f"steps[{index}] ({name}): name '{name}' is already used by "
+                            f"steps[{explicit.index(name)}]; step names must be unique")
+    taken = {name for name in explicit if isinstance(name, str)}
+    names = []
+    for raw, name in zip(steps, explicit):
+        if isinstance(name, str) and name:
+            names.append(name)
+            continue
+        script = raw.get("script") if isinstance(raw, dict) else None
+        if not isinstance(script, str) or not script:
+            names.append("")
+            continue
+        base = from_defaults.get(os.path.normpath(script), Path(script).stem)
+        unique, n = base, 1
+        while unique in taken:
+            n += 1
+            unique = f"{base}-{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names, problems
+
+
+# ── Argument rendering: OmegaConf and Hydra (pure) ───────────────────────
+
+# Plain words that YAML (OmegaConf.from_cli) or Hydra would turn into booleans, null or floats.
+_SPECIAL_WORDS = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off", "null",
+                            "nan", "inf"])
+
+
+_BARE = re.compile(r"(?:[A-Za-z_/]|\.[./])[A-Za-z0-9_./@%+-]*\Z")
+
+
+def render_value(value: Any) -> str:
+    """Return a value as text that OmegaConf.from_cli (YAML) reads back unchanged."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(render_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{render_key(k)}: {render_value(v)}"
+                               for k, v in value.items()) + "}"
+    return render_string(str(value))
+
+
+def render_key(key: Any) -> str:
+    """Return a mapping key inside a flow mapping, quoted when needed."""
+    return render_string(str(key))
+
+
+def render_string(text: str) -> str:
+    """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
+    text = escape_interpolations(text)  # else the task's OmegaConf reads an interpolation
+    if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
+        return text
+    if not all(map(_is_yaml_printable, text)):
+        return '"' + "".join(map(_escape_char, text)) + '"'
+    if "'" not in text and not text.endswith("\\"):
+        return f"'{text}'"  # read the same by YAML and by Hydra's override parser
+    if '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return "'" + text.replace("'", "''") + "'"  # YAML's escape; from_cli is the reference
+
+
+def escape_interpolations(text: str) -> str:
+    """Return text with each "${" escaped as OmegaConf asks, so it stays a literal "${"."""
+    if "${" not in text:
+        return text
+    # Backslashes right before "${" are doubled, then "${" becomes "\${".
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+
+
+def _is_yaml_printable(char: str) -> bool:
+    """Return whether YAML holds char verbatim in a scalar (no control char, break or BOM)."""
+    code = ord(char)
+    return ((0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+             or code >= 0x10000) and char not in "\u2028\u2029\ufeff")
+
+
+def _escape_char(char: str) -> str:
+    """Return one character as it goes inside a YAML double-quoted scalar."""
+    if char in '"\\':
+        return "\\" + char
+    if char in "\n\t\r":
+        return "\\" + {"\n": "n", "\t": "t", "\r": "r"}[char]
+    if _is_yaml_printable(char):
+        return char
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def flatten_arguments(arguments: Mapping[Any, Any], prefix: str = "") -> List[Tuple[str, Any]]:
+    """Return (dotted key, value) pairs: nested mappings become `opt.lr`-style keys."""
+    pairs: List[Tuple[str, Any]] = []
+    for key, value in arguments.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs.extend(flatten_arguments(value, dotted + "."))
+        else:
+            pairs.append((dotted, value))
+    return pairs
+
+
+def render_omegaconf(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as `key=value` that OmegaConf.from_cli reads back unchanged."""
+    return [fmt.format(key=key, value=render_value(value))]
+
+
+# Plain words that Hydra's override grammar reads as something else than that string.
+_HYDRA_WORDS = frozenset(["true", "false", "null", "inf", "nan"])
+
+
+_HYDRA_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*\Z")
+
+
+_HYDRA_KEY = re.compile(r"[A-Za-z0-9_/.+$%*@?|-]+\Z")
+
+
+def render_hydra_value(value: Any) -> str:
+    """Return a value in Hydra's override grammar, read back with the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(render_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_hydra_key(k)}:{render_hydra_value(v)}"
+                              for k, v in value.items()) + "}"
+    return _hydra_string(str(value))
+
+
+def _hydra_key(key: Any) -> str:
+    """Return a key of a mapping inside a list; Hydra's grammar has no quoted keys."""
+    text = str(key)
+    if not _HYDRA_KEY.match(text) or text.lower() in _HYDRA_WORDS or _is_number(text):
+        raise ValueError(f"Hydra cannot read {key!r} as a string key of a mapping inside a "
+                         "list (it has no quoted keys)")
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hydra_string(text: str) -> str:
+    """Return a string bare when Hydra reads it as itself, else quoted as its grammar asks."""
+    if _HYDRA_BARE.match(text) and text.lower() not in _HYDRA_WORDS:
+        return text
+    text = escape_interpolations(text)
+    quote = '"' if "'" in text and '"' not in text else "'"
+    # Backslashes are literal, except a run of them before a quote or the closing quote:
+    # those are doubled, and a quote inside gets one more.
+    text = re.sub(r"(\\*)" + quote, lambda m: m.group(1) * 2 + "\\" + quote, text)
+    text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
+    return quote + text + quote
+
+
+def render_hydra(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as `key=value` in the override grammar of a @hydra.main app."""
+    return [fmt.format(key=key, value=render_hydra_value(value))]
+
+
+# ── Argument rendering: options, and the table of styles (pure) ──────────
+
+# What argparse reads as a negative number rather than an option (its own pattern).
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def render_argparse(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as GNU long options: --key=value, --key for true, --key a b."""
+    option = f"--{key}"
+    if value is True:
+        return [option]
+    if value is False or value is None or isinstance(value, dict):  # {}: nothing to pass
+        return []
+    if isinstance(value, (list, tuple)):
+        items = [_argparse_item(key, item) for item in value]
+        for item in items:
+            if item.startswith("-") and not _NEGATIVE_NUMBER.match(item):
+                raise ValueError(f"argparse would read the list item {item!r} as an option; "
+                                 "use argument_style: click (--key=item per item) or a string")
+        return [option, *items]
+    return [f"{option}={plain_text(value)}"]
+
+
+def render_click(key: str, value: Any, fmt: str) -> List[str]:
+    """Return one argument as click reads it: as argparse, but --key=item per list item."""
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}={_plain_item(key, item)}" for item in value]
+    return render_argparse(key, value, fmt)
+
+
+def _argparse_item(key: str, item: Any) -> str:
+    """Return a list item for argparse: a negative float without an exponent (-0.00001).
+
+    argparse takes a word for a negative number only as -12 or -1.5, else for an option.
+    """
+    if isinstance(item, float) and item < 0 and math.isfinite(item):
+        from decimal import Decimal  # only such a list pays for this import
+
+        return format(Decimal(repr(item)), "f")
+    return _plain_item(key, item)
+
+
+def _plain_item(key: str, item: Any) -> str:
+    if item is None or isinstance(item, (list, tuple, dict)):
+        raise ValueError(f"a list item must be a string, number or boolean, got {item!r}")
+    return plain_text(item)
+
+
+ARGUMENT_STYLES: Dict[str, Callable[[str, Any, str], List[str]]] = {
+    "omegaconf": render_omegaconf,
+    "hydra": render_hydra,
+    "argparse": render_argparse,
+    "click": render_click,
+}
+
+
+FORMATTED_STYLES = ("omegaconf", "hydra")  # the styles that argument_format applies to
+
+
+def render_arguments(arguments: Mapping[Any, Any], style: str = "omegaconf",
+                     fmt: str = "{key}={value}") -> List[str]:
+    """Return the command-line words for a step's arguments in a style (ARGUMENT_STYLES).
+
+    Raises ValueError, naming the argument, for a value the style cannot pass.
+    """
+    render = ARGUMENT_STYLES[style]
+    words: List[str] = []
+    for key, value in flatten_arguments(arguments):
+        try:
+            rendered = render(key, value, fmt)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+        if any("\0" in word for word in rendered):
+            raise ValueError(f"{key}: a NUL character cannot be passed on a command line")
+        words.extend(rendered)
+    return words
+
+
+def hydra_folders(arguments: Mapping[Any, Any], folder: Path) -> List[str]:
+    """Return overrides that put a Hydra app's own run and sweep folders in folder.
+
+    A folder the step's arguments set (hydra.run.dir=..., +hydra.sweep.dir=...) is kept.
+    """
+    given = {key.lstrip("+~") for key, _ in flatten_arguments(arguments)}
+    return [f"hydra.{mode}.dir={render_hydra_value(str(folder))}" for mode in ("run", "sweep")
+            if f"hydra.{mode}.dir" not in given]
+
+
+# ── Secrets (pure) ───────────────────────────────────────────────────────
+
+# ${oc.env:...}, unless escaped: an odd number of backslashes before it makes it text.
+_FROM_ENV = re.compile(r"(?<!\\)(?:\\\\)*\$\{\s*oc\.env\s*:")
+
+
+def is_secret_key(key: str) -> bool:
+    """Return whether an argument or env key (dotted for nested arguments) names a secret."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
+    """Return the texts to mask for resolved arguments, args or env, given the text as written.
+
+    A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
+    one under a secret-named key; a mapping or list there is secret all through.
+    """
+    if key and is_secret_key(key) or isinstance(written, str) and _FROM_ENV.search(written):
+        return _secret_forms(value)
+    if isinstance(value, dict):
+        inner = written if isinstance(written, dict) else {}
+        return [secret for k, v in value.items()
+                for secret in find_secrets(v, inner.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        texts = written if isinstance(written, list) and len(written) == len(value) else []
+        return [secret for v, text in zip(value, texts or [None] * len(value))
+                for secret in find_secrets(v, text, key)]
+    return []
+
+
+def _secret_forms(value: Any) -> List[str]:
+    """Return a secret value as it may be shown: as it is, and as each argument style writes it."""
+    if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [form for item in value for form in _secret_forms(item)]
+    return list(dict.fromkeys([str(value), plain_text(value), render_value(value),
+                               render_hydra_value(value)]))
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """Return text with each occurrence of each non-empty secret (longest first) as ***."""
+    words = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+    if not words:
+        return text
+    return re.sub("|".join(map(re.escape, words)), MASK, text)  # one pass: *** stays ***
+
+
+def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
+    """Return a command's words, each masked (mask, then shell-quote: the *** survives)."""
+    return [mask(word, secrets) for word in words]
+
+
+# ── Checks: keys and types ───────────────────────────────────────────────
 
 _TYPE_TEXT = {
     str: "a string",
@@ -241,15 +943,12 @@ def wrong_types(where: str, raw: Mapping[str, Any], schema: Any) -> Dict[str, st
             for f in fields(schema) if f.name in raw and not has_type(raw[f.name], f.type)}
 
 
-def is_word(value: Any) -> bool:
-    """Return whether a value can be one argv word as its text: a string, number or boolean."""
-    return isinstance(value, (str, int, float))
-
-
 def is_executable(path: Path) -> bool:
     """Return whether path is a file this user may execute."""
     return path.is_file() and os.access(path, os.X_OK)
 
+
+# ── Checks: a step ───────────────────────────────────────────────────────
 
 def check_step(index: int, raw: Any, name: Optional[str], root: Path,
                 default_style: str = "omegaconf", python: str = "",
@@ -371,8 +1070,74 @@ def _where_looked(program: str, root: Path, path: str) -> str:
     return f"for {root / program}" if os.sep in program else f"on the step's PATH, {path}"
 
 
-# ── Option checks ────────────────────────────────────────────────────────
+def step_path(path: Optional[str], python: str) -> str:
+    """Return a step's PATH: python's folder first, as activating its venv would, then path."""
+    folder = os.path.dirname(python)
+    path = os.defpath if path is None else path
+    if not folder or path.split(os.pathsep, 1)[0] == folder:
+        return path
+    return folder + os.pathsep + path if path else folder
 
+
+# ── Checks: the schedule ─────────────────────────────────────────────────
+
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+
+
+_CRON_NAMES = {
+    "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
+
+
+def check_schedule(expression: str) -> List[str]:
+    """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
+    control = next((char for char in expression if is_control(char)), None)
+    if control is not None:  # a newline would end the crontab line: a cron job of its own
+        return [f"must not hold {control_name(control)}, got {expression!r}"]
+    parts = expression.split()
+    if len(parts) != 5:
+        return [f"must have five fields (minute hour day-of-month month day-of-week), "
+                f"got {expression!r}"]
+    problems = []
+    for part, (what, low, high) in zip(parts, _CRON_FIELDS):
+        for item in part.split(","):
+            if not _is_cron_item(item.lower(), _CRON_NAMES.get(what, []), low, high):
+                named = " names," if what in _CRON_NAMES else ""
+                problems.append(f"has an invalid {what} {item!r} in {expression!r} "
+                                f"(allowed: {low}-{high},{named} *, lists, ranges, /steps)")
+    return problems
+
+
+def _is_cron_item(item: str, names: List[str], low: int, high: int) -> bool:
+    """Return whether one list item of a cron field is valid: 5, mon, 1-5, mon-fri/2, */15."""
+    match = re.fullmatch(r"(\*|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", item)
+    if not match:
+        return False
+    whole, first, last, step = match.groups()
+    if step is not None and (int(step) == 0 or whole != "*" and last is None):
+        return False  # crontab wants * or a range before a step: 5/2 is refused
+    for value in (first, last):
+        if value is not None and not (value.isdigit() and low <= int(value) <= high
+                                      or value in names):
+            return False
+    return True
+
+
+def is_control(char: str) -> bool:
+    """Return whether char is a control character (C0, DEL, C1, line or paragraph separator)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
+def control_name(char: str) -> str:
+    """Return a control character in words: 'a newline', 'control character U+001B'."""
+    named = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+    return named.get(char, f"control character U+{ord(char):04X}")
+
+
+# ── Checks: options and the whole config ─────────────────────────────────
 
 def check_options(raw: Any) -> List[str]:
     """Return every problem with the raw `scheduler:` mapping."""
@@ -433,69 +1198,6 @@ def check_top_level(keys: List[Any], defaults: Any) -> List[str]:
     return problems
 
 
-_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-                ("day of week", 0, 7))
-_CRON_NAMES = {
-    "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-    "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-}
-
-
-def check_schedule(expression: str) -> List[str]:
-    """Return the problems of a five-field cron expression ([] if crontab accepts it)."""
-    control = next((char for char in expression if is_control(char)), None)
-    if control is not None:  # a newline would end the crontab line: a cron job of its own
-        return [f"must not hold {control_name(control)}, got {expression!r}"]
-    parts = expression.split()
-    if len(parts) != 5:
-        return [f"must have five fields (minute hour day-of-month month day-of-week), "
-                f"got {expression!r}"]
-    problems = []
-    for part, (what, low, high) in zip(parts, _CRON_FIELDS):
-        for item in part.split(","):
-            if not _is_cron_item(item.lower(), _CRON_NAMES.get(what, []), low, high):
-                named = " names," if what in _CRON_NAMES else ""
-                problems.append(f"has an invalid {what} {item!r} in {expression!r} "
-                                f"(allowed: {low}-{high},{named} *, lists, ranges, /steps)")
-    return problems
-
-
-def _is_cron_item(item: str, names: List[str], low: int, high: int) -> bool:
-    """Return whether one list item of a cron field is valid: 5, mon, 1-5, mon-fri/2, */15."""
-    match = re.fullmatch(r"(\*|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", item)
-    if not match:
-        return False
-    whole, first, last, step = match.groups()
-    if step is not None and (int(step) == 0 or whole != "*" and last is None):
-        return False  # crontab wants * or a range before a step: 5/2 is refused
-    for value in (first, last):
-        if value is not None and not (value.isdigit() and low <= int(value) <= high
-                                      or value in names):
-            return False
-    return True
-
-
-def is_control(char: str) -> bool:
-    """Return whether char is a control character (C0, DEL, C1, line or paragraph separator)."""
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
-
-
-def control_name(char: str) -> str:
-    """Return a control character in words: 'a newline', 'control character U+001B'."""
-    named = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
-    return named.get(char, f"control character U+{ord(char):04X}")
-
-
-def normalize_names(names: Any) -> Optional[List[str]]:
-    """Return a step name or a list of names as a list; None if it is neither."""
-    if isinstance(names, str):
-        return [names]
-    if isinstance(names, list) and all(isinstance(n, str) for n in names):
-        return list(names)
-    return None
-
-
 def check_selection(names: List[str], options: Any) -> List[str]:
     """Return a problem for each step name or index in the selection that does not exist."""
     options = options if isinstance(options, dict) else {}
@@ -513,14 +1215,6 @@ def check_selection(names: List[str], options: Any) -> List[str]:
         problems.append(f"scheduler: from_step names an unknown step '{start}'"
                         f"{_did_you_mean(start, names)}")
     return problems
-
-
-def _did_you_mean(word: str, choices: List[str], listing: str = "steps") -> str:
-    """Return ' (did you mean 'x'?)' for a close choice, else '; <listing>: a, b'."""
-    import difflib  # only a config with a typo pays for this import
-
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f"; {listing}: {', '.join(choices)}"
 
 
 def check_config(steps: Any, options: Any, defaults: Any, root: Path,
@@ -549,57 +1243,6 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path,
 
 
 # ── Planning (pure) ──────────────────────────────────────────────────────
-
-
-def default_names(defaults: Any) -> Dict[str, str]:
-    """Return script → entry key for the `default:` entries whose script is unique."""
-    entries = []
-    for item in defaults if isinstance(defaults, list) else [defaults]:
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if isinstance(value, dict) and isinstance(value.get("script"), str):
-                    entries.append((os.path.normpath(value["script"]), str(key)))
-    scripts = [script for script, _ in entries]
-    return {script: key for script, key in entries if scripts.count(script) == 1}
-
-
-def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]:
-    """Return each step's name and the problems with explicit names (repeats)."""
-    from_defaults = default_names(defaults)
-    explicit = [raw.get("name") if isinstance(raw, dict) else None for raw in steps]
-    problems = []
-    for index, name in enumerate(explicit):
-        if isinstance(name, str) and name and explicit.index(name) != index:
-            problems.append(f"steps[{index}] ({name}): name '{name}' is already used by "
-                            f"steps[{explicit.index(name)}]; step names must be unique")
-    taken = {name for name in explicit if isinstance(name, str)}
-    names = []
-    for raw, name in zip(steps, explicit):
-        if isinstance(name, str) and name:
-            names.append(name)
-            continue
-        script = raw.get("script") if isinstance(raw, dict) else None
-        if not isinstance(script, str) or not script:
-            names.append("")
-            continue
-        base = from_defaults.get(os.path.normpath(script), Path(script).stem)
-        unique, n = base, 1
-        while unique in taken:
-            n += 1
-            unique = f"{base}-{n}"
-        taken.add(unique)
-        names.append(unique)
-    return names, problems
-
-
-def normalize_program(program: Any) -> Optional[List[str]]:
-    """Return a program given as a string or a list as a list; None if it is neither."""
-    if isinstance(program, str) and program:
-        return [program]
-    if isinstance(program, list) and program and all(is_word(p) and p != "" for p in program):
-        return [plain_text(part) for part in program]
-    return None
-
 
 def log_file_name(index: int, name: str) -> str:
     """Return the log file name of a step: NN-<name>.log, safe for any name."""
@@ -634,15 +1277,6 @@ def script_path(step: Step, root: Path) -> str:
     """Return the script's path as the step runs it: relative paths from the root."""
     script = Path(step.script)
     return str(script if script.is_absolute() else root / script)
-
-
-def step_path(path: Optional[str], python: str) -> str:
-    """Return a step's PATH: python's folder first, as activating its venv would, then path."""
-    folder = os.path.dirname(python)
-    path = os.defpath if path is None else path
-    if not folder or path.split(os.pathsep, 1)[0] == folder:
-        return path
-    return folder + os.pathsep + path if path else folder
 
 
 def step_env(step: Step, base_env: Mapping[str, str], run_dir: Path, index: int,
@@ -686,6 +1320,24 @@ def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path, python
     return planned
 
 
+def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
+                 ) -> List[PlannedStep]:
+    """Return the plan with each step knowing the run's secrets, from resolved and written steps.
+
+    The whole run's, not only the step's own: a step may pass a secret on to another
+    through an interpolation (${steps.0.env.TOKEN}), which names no oc.env.
+    """
+    texts = written if isinstance(written, list) and len(written) == len(steps) else []
+    found = []
+    for raw, text in zip(steps, texts or [None] * len(steps)):
+        text = text if isinstance(text, dict) else {}
+        found += find_secrets(raw.get("args") or [], text.get("args"))  # positional: no names
+        for key in ("arguments", "env"):
+            found += find_secrets(raw.get(key) or {}, text.get(key))
+    secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
+    return [replace(planned, secrets=secrets) for planned in plan]
+
+
 def select_steps(plan: List[PlannedStep], options: SchedulerOptions,
                  start: int = 1) -> List[PlannedStep]:
     """Return the steps the selection options keep, in order, from 1-based index start on."""
@@ -715,331 +1367,110 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
     return None
 
 
-# ── Secrets (pure) ───────────────────────────────────────────────────────
-
-# ${oc.env:...}, unless escaped: an odd number of backslashes before it makes it text.
-_FROM_ENV = re.compile(r"(?<!\\)(?:\\\\)*\$\{\s*oc\.env\s*:")
-
-
-def is_secret_key(key: str) -> bool:
-    """Return whether an argument or env key (dotted for nested arguments) names a secret."""
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_WORDS)
-
-
-def find_secrets(value: Any, written: Any, key: str = "") -> List[str]:
-    """Return the texts to mask for resolved arguments, args or env, given the text as written.
-
-    A secret is a value read with ${oc.env:...} (seen in the written, unresolved text) or
-    one under a secret-named key; a mapping or list there is secret all through.
-    """
-    if key and is_secret_key(key) or isinstance(written, str) and _FROM_ENV.search(written):
-        return _secret_forms(value)
-    if isinstance(value, dict):
-        inner = written if isinstance(written, dict) else {}
-        return [secret for k, v in value.items()
-                for secret in find_secrets(v, inner.get(k), f"{key}.{k}" if key else str(k))]
-    if isinstance(value, list):
-        texts = written if isinstance(written, list) and len(written) == len(value) else []
-        return [secret for v, text in zip(value, texts or [None] * len(value))
-                for secret in find_secrets(v, text, key)]
-    return []
+def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path] = None
+                ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
+    """Return the plan and options of a composed config, or the problems found in it."""
+    unresolved: List[str] = []
+    steps = resolve_section(_section(cfg, "steps", unresolved), "steps", unresolved)
+    options = resolve_section(_section(cfg, "scheduler", unresolved), "scheduler", unresolved)
+    defaults = _section(cfg, "default", unresolved)
+    if isinstance(defaults, (DictConfig, ListConfig)):
+        defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
+    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
+    problems = check_top_level(list(cfg), defaults)
+    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
+    problems += name_steps_in(unresolved, names)
+    if problems:
+        return [], SchedulerOptions(), problems
+    chosen = SchedulerOptions(**(options or {}))
+    plan = plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
+                      run_dir)
+    return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
 
 
-def _secret_forms(value: Any) -> List[str]:
-    """Return a secret value as it may be shown: as it is, and as each argument style writes it."""
-    if value is None or isinstance(value, bool):  # nothing to hide; masking would only blur
-        return []
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list):
-        return [form for item in value for form in _secret_forms(item)]
-    return list(dict.fromkeys([str(value), plain_text(value), render_value(value),
-                               render_hydra_value(value)]))
+# ── Stopping a step: when the scheduler dies ─────────────────────────────
 
-
-def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: Any
-                 ) -> List[PlannedStep]:
-    """Return the plan with each step knowing the run's secrets, from resolved and written steps.
-
-    The whole run's, not only the step's own: a step may pass a secret on to another
-    through an interpolation (${steps.0.env.TOKEN}), which names no oc.env.
-    """
-    texts = written if isinstance(written, list) and len(written) == len(steps) else []
-    found = []
-    for raw, text in zip(steps, texts or [None] * len(steps)):
-        text = text if isinstance(text, dict) else {}
-        found += find_secrets(raw.get("args") or [], text.get("args"))  # positional: no names
-        for key in ("arguments", "env"):
-            found += find_secrets(raw.get(key) or {}, text.get(key))
-    secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
-    return [replace(planned, secrets=secrets) for planned in plan]
-
-
-def mask(text: str, secrets: Sequence[str]) -> str:
-    """Return text with each occurrence of each non-empty secret (longest first) as ***."""
-    words = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
-    if not words:
-        return text
-    return re.sub("|".join(map(re.escape, words)), MASK, text)  # one pass: *** stays ***
-
-
-def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
-    """Return a command's words, each masked (mask, then shell-quote: the *** survives)."""
-    return [mask(word, secrets) for word in words]
-
-
-# ── Argument rendering (pure) ────────────────────────────────────────────
-
-# Plain words that YAML (OmegaConf.from_cli) or Hydra would turn into booleans, null or floats.
-_SPECIAL_WORDS = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off", "null",
-                            "nan", "inf"])
-_BARE = re.compile(r"(?:[A-Za-z_/]|\.[./])[A-Za-z0-9_./@%+-]*\Z")
-
-
-def render_value(value: Any) -> str:
-    """Return a value as text that OmegaConf.from_cli (YAML) reads back unchanged."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(render_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{render_key(k)}: {render_value(v)}"
-                               for k, v in value.items()) + "}"
-    return render_string(str(value))
-
-
-def render_key(key: Any) -> str:
-    """Return a mapping key inside a flow mapping, quoted when needed."""
-    return render_string(str(key))
-
-
-def render_string(text: str) -> str:
-    """Return a string bare when both YAML and Hydra read it as itself, else quoted."""
-    text = escape_interpolations(text)  # else the task's OmegaConf reads an interpolation
-    if _BARE.match(text) and text.lower() not in _SPECIAL_WORDS:
-        return text
-    if not all(map(_is_yaml_printable, text)):
-        return '"' + "".join(map(_escape_char, text)) + '"'
-    if "'" not in text and not text.endswith("\\"):
-        return f"'{text}'"  # read the same by YAML and by Hydra's override parser
-    if '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return "'" + text.replace("'", "''") + "'"  # YAML's escape; from_cli is the reference
-
-
-def escape_interpolations(text: str) -> str:
-    """Return text with each "${" escaped as OmegaConf asks, so it stays a literal "${"."""
-    if "${" not in text:
-        return text
-    # Backslashes right before "${" are doubled, then "${" becomes "\${".
-    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
-
-
-def _is_yaml_printable(char: str) -> bool:
-    """Return whether YAML holds char verbatim in a scalar (no control char, break or BOM)."""
-    code = ord(char)
-    return ((0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
-             or code >= 0x10000) and char not in "\u2028\u2029\ufeff")
-
-
-def _escape_char(char: str) -> str:
-    """Return one character as it goes inside a YAML double-quoted scalar."""
-    if char in '"\\':
-        return "\\" + char
-    if char in "\n\t\r":
-        return "\\" + {"\n": "n", "\t": "t", "\r": "r"}[char]
-    if _is_yaml_printable(char):
-        return char
-    code = ord(char)
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def flatten_arguments(arguments: Mapping[Any, Any], prefix: str = "") -> List[Tuple[str, Any]]:
-    """Return (dotted key, value) pairs: nested mappings become `opt.lr`-style keys."""
-    pairs: List[Tuple[str, Any]] = []
-    for key, value in arguments.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            pairs.extend(flatten_arguments(value, dotted + "."))
-        else:
-            pairs.append((dotted, value))
-    return pairs
-
-
-def render_omegaconf(key: str, value: Any, fmt: str) -> List[str]:
-    """Return one argument as `key=value` that OmegaConf.from_cli reads back unchanged."""
-    return [fmt.format(key=key, value=render_value(value))]
-
-
-# Plain words that Hydra's override grammar reads as something else than that string.
-_HYDRA_WORDS = frozenset(["true", "false", "null", "inf", "nan"])
-_HYDRA_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*\Z")
-_HYDRA_KEY = re.compile(r"[A-Za-z0-9_/.+$%*@?|-]+\Z")
-
-
-def render_hydra_value(value: Any) -> str:
-    """Return a value in Hydra's override grammar, read back with the same value and type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(render_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_hydra_key(k)}:{render_hydra_value(v)}"
-                              for k, v in value.items()) + "}"
-    return _hydra_string(str(value))
-
-
-def _hydra_key(key: Any) -> str:
-    """Return a key of a mapping inside a list; Hydra's grammar has no quoted keys."""
-    text = str(key)
-    if not _HYDRA_KEY.match(text) or text.lower() in _HYDRA_WORDS or _is_number(text):
-        raise ValueError(f"Hydra cannot read {key!r} as a string key of a mapping inside a "
-                         "list (it has no quoted keys)")
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _hydra_string(text: str) -> str:
-    """Return a string bare when Hydra reads it as itself, else quoted as its grammar asks."""
-    if _HYDRA_BARE.match(text) and text.lower() not in _HYDRA_WORDS:
-        return text
-    text = escape_interpolations(text)
-    quote = '"' if "'" in text and '"' not in text else "'"
-    # Backslashes are literal, except a run of them before a quote or the closing quote:
-    # those are doubled, and a quote inside gets one more.
-    text = re.sub(r"(\\*)" + quote, lambda m: m.group(1) * 2 + "\\" + quote, text)
-    text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
-    return quote + text + quote
-
-
-def render_hydra(key: str, value: Any, fmt: str) -> List[str]:
-    """Return one argument as `key=value` in the override grammar of a @hydra.main app."""
-    return [fmt.format(key=key, value=render_hydra_value(value))]
-
-
-# What argparse reads as a negative number rather than an option (its own pattern).
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
-
-
-def render_argparse(key: str, value: Any, fmt: str) -> List[str]:
-    """Return one argument as GNU long options: --key=value, --key for true, --key a b."""
-    option = f"--{key}"
-    if value is True:
-        return [option]
-    if value is False or value is None or isinstance(value, dict):  # {}: nothing to pass
-        return []
-    if isinstance(value, (list, tuple)):
-        items = [_argparse_item(key, item) for item in value]
-        for item in items:
-            if item.startswith("-") and not _NEGATIVE_NUMBER.match(item):
-                raise ValueError(f"argparse would read the list item {item!r} as an option; "
-                                 "use argument_style: click (--key=item per item) or a string")
-        return [option, *items]
-    return [f"{option}={plain_text(value)}"]
-
-
-def render_click(key: str, value: Any, fmt: str) -> List[str]:
-    """Return one argument as click reads it: as argparse, but --key=item per list item."""
-    if isinstance(value, (list, tuple)):
-        return [f"--{key}={_plain_item(key, item)}" for item in value]
-    return render_argparse(key, value, fmt)
-
-
-def plain_text(value: Any) -> str:
-    """Return a scalar as a program reads it from one argv word: no quoting, no escapes."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)  # inf, -inf and nan as float() reads them
-    return str(value)
-
-
-def _argparse_item(key: str, item: Any) -> str:
-    """Return a list item for argparse: a negative float without an exponent (-0.00001).
-
-    argparse takes a word for a negative number only as -12 or -1.5, else for an option.
-    """
-    if isinstance(item, float) and item < 0 and math.isfinite(item):
-        from decimal import Decimal  # only such a list pays for this import
-
-        return format(Decimal(repr(item)), "f")
-    return _plain_item(key, item)
-
-
-def _plain_item(key: str, item: Any) -> str:
-    if item is None or isinstance(item, (list, tuple, dict)):
-        raise ValueError(f"a list item must be a string, number or boolean, got {item!r}")
-    return plain_text(item)
-
-
-ARGUMENT_STYLES: Dict[str, Callable[[str, Any, str], List[str]]] = {
-    "omegaconf": render_omegaconf,
-    "hydra": render_hydra,
-    "argparse": render_argparse,
-    "click": render_click,
+# The watchdog's shell script: $1 is kill_grace in tenths of a second. It reads process group
+# ids, one a line, until the pipe ends; if the last is not 0, the scheduler died while that
+# group ran. It stops the group, and holds the run lock (an inherited descriptor) till the
+# group is gone. A group of zombies (an init that never reaps) counts as gone.
+_WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the scheduler dies
+trap '' HUP INT
+ticks=$1
+group=0
+while read -r line; do group=$line; done
+[ "$group" -gt 0 ] 2>/dev/null || exit 0
+alive() {
+    kill -0 -"$group" 2>/dev/null || return 1
+    [ -r /proc/self/stat ] || return 0
+    for stat in /proc/[0-9]*/stat; do
+        { read -r line <"$stat"; } 2>/dev/null || continue
+        set -- ${line##*) }
+        [ "$3" = "$group" ] && [ "$1" != Z ] && [ "$1" != X ] && return 0
+    done
+    return 1
 }
-FORMATTED_STYLES = ("omegaconf", "hydra")  # the styles that argument_format applies to
+kill -TERM -"$group" 2>/dev/null
+tick=0
+while alive; do
+    [ "$tick" -eq "$ticks" ] && kill -KILL -"$group" 2>/dev/null
+    [ "$tick" -gt $((ticks + 50)) ] && exit 0
+    tick=$((tick + 1))
+    sleep 0.1 2>/dev/null || sleep 1
+done
+"""
 
 
-def render_arguments(arguments: Mapping[Any, Any], style: str = "omegaconf",
-                     fmt: str = "{key}={value}") -> List[str]:
-    """Return the command-line words for a step's arguments in a style (ARGUMENT_STYLES).
+class Watchdog:
+    """A small shell, started once per run, that stops the running step if the scheduler dies.
 
-    Raises ValueError, naming the argument, for a value the style cannot pass.
+    kill -9 or the OOM killer leave no chance to stop a step: it would run on, and, the run
+    lock gone, the next run would start a second copy of it in the same folders. The
+    scheduler tells the watchdog, through a pipe, the process group of each step it starts
+    (0 when that has ended); the pipe's end, with a group named, means the scheduler died.
+    The step's group then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays
+    held until the group is gone. It costs one write of a few bytes per step, start and end.
     """
-    render = ARGUMENT_STYLES[style]
-    words: List[str] = []
-    for key, value in flatten_arguments(arguments):
+
+    def __init__(self, kill_grace: float, lock: Optional[BinaryIO]) -> None:
+        self.fd: Optional[int] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        read, write = os.pipe()
         try:
-            rendered = render(key, value, fmt)
-        except ValueError as error:
-            raise ValueError(f"{key}: {error}") from None
-        if any("\0" in word for word in rendered):
-            raise ValueError(f"{key}: a NUL character cannot be passed on a command line")
-        words.extend(rendered)
-    return words
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
+                 str(math.ceil(kill_grace * 10))],
+                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                pass_fds=(lock.fileno(),) if lock else (), start_new_session=True)
+            self.fd = write
+        except OSError as error:  # no /bin/sh: run without, as before
+            log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
+                        "killed outright", error)
+            os.close(write)
+        finally:
+            os.close(read)
+
+    def watch(self, group: int) -> None:
+        """Name the running step's process group (0: none runs)."""
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"%d\n" % group)
+            except OSError:  # the watchdog was killed: nothing to tell
+                os.close(self.fd)
+                self.fd = None
+
+    def close(self) -> None:
+        """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
+        self.watch(0)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
 
 
-def hydra_folders(arguments: Mapping[Any, Any], folder: Path) -> List[str]:
-    """Return overrides that put a Hydra app's own run and sweep folders in folder.
-
-    A folder the step's arguments set (hydra.run.dir=..., +hydra.sweep.dir=...) is kept.
-    """
-    given = {key.lstrip("+~") for key, _ in flatten_arguments(arguments)}
-    return [f"hydra.{mode}.dir={render_hydra_value(str(folder))}" for mode in ("run", "sweep")
-            if f"hydra.{mode}.dir" not in given]
-
-
-# ── Running a step (I/O) ─────────────────────────────────────────────────
-
+# ── Stopping a step: signals ─────────────────────────────────────────────
 
 class StopRequest:
     """What SIGINT/SIGTERM/SIGHUP asked for, and the process group to pass them on to."""
@@ -1124,6 +1555,35 @@ def group_is_alive(group: int) -> bool:
     return False
 
 
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived while the scheduler waited for the user."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _signals_raise:
+    """Inside the dialog, Ctrl-C, SIGTERM and SIGHUP end the wait at once (as exceptions)."""
+
+    def __enter__(self) -> None:
+        def raise_interrupted(signum: int, frame: Any) -> None:
+            raise Interrupted(signum)
+
+        self.saved = {sig: signal.signal(sig, raise_interrupted)
+                      for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+class SweepStopped(BaseException):
+    """SIGTERM or SIGHUP reached the launching process of a multirun (or its watch gave up)."""
+
+
+# ── Stopping a step: on Slurm ────────────────────────────────────────────
+
 class SlurmJob:
     """The Slurm job (or job step) an `srun` step runs as, found by srun's pid.
 
@@ -1203,86 +1663,6 @@ def _scancel(job: str, *options: str) -> None:
     _slurm(["scancel", *options, job])
 
 
-# The watchdog's shell script: $1 is kill_grace in tenths of a second. It reads process group
-# ids, one a line, until the pipe ends; if the last is not 0, the scheduler died while that
-# group ran. It stops the group, and holds the run lock (an inherited descriptor) till the
-# group is gone. A group of zombies (an init that never reaps) counts as gone.
-_WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the scheduler dies
-trap '' HUP INT
-ticks=$1
-group=0
-while read -r line; do group=$line; done
-[ "$group" -gt 0 ] 2>/dev/null || exit 0
-alive() {
-    kill -0 -"$group" 2>/dev/null || return 1
-    [ -r /proc/self/stat ] || return 0
-    for stat in /proc/[0-9]*/stat; do
-        { read -r line <"$stat"; } 2>/dev/null || continue
-        set -- ${line##*) }
-        [ "$3" = "$group" ] && [ "$1" != Z ] && [ "$1" != X ] && return 0
-    done
-    return 1
-}
-kill -TERM -"$group" 2>/dev/null
-tick=0
-while alive; do
-    [ "$tick" -eq "$ticks" ] && kill -KILL -"$group" 2>/dev/null
-    [ "$tick" -gt $((ticks + 50)) ] && exit 0
-    tick=$((tick + 1))
-    sleep 0.1 2>/dev/null || sleep 1
-done
-"""
-
-
-class Watchdog:
-    """A small shell, started once per run, that stops the running step if the scheduler dies.
-
-    kill -9 or the OOM killer leave no chance to stop a step: it would run on, and, the run
-    lock gone, the next run would start a second copy of it in the same folders. The
-    scheduler tells the watchdog, through a pipe, the process group of each step it starts
-    (0 when that has ended); the pipe's end, with a group named, means the scheduler died.
-    The step's group then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays
-    held until the group is gone. It costs one write of a few bytes per step, start and end.
-    """
-
-    def __init__(self, kill_grace: float, lock: Optional[BinaryIO]) -> None:
-        self.fd: Optional[int] = None
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-        read, write = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
-                 str(math.ceil(kill_grace * 10))],
-                stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                pass_fds=(lock.fileno(),) if lock else (), start_new_session=True)
-            self.fd = write
-        except OSError as error:  # no /bin/sh: run without, as before
-            log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
-                        "killed outright", error)
-            os.close(write)
-        finally:
-            os.close(read)
-
-    def watch(self, group: int) -> None:
-        """Name the running step's process group (0: none runs)."""
-        if self.fd is not None:
-            try:
-                os.write(self.fd, b"%d\n" % group)
-            except OSError:  # the watchdog was killed: nothing to tell
-                os.close(self.fd)
-                self.fd = None
-
-    def close(self) -> None:
-        """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
-        self.watch(0)
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-
-
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
                                                                Optional[SlurmJob]]:
     """Return how to signal a started step, and its Slurm job when it runs through srun."""
@@ -1291,6 +1671,8 @@ def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], No
         return job.send, job
     return lambda signum: signal_group(pid, signum), None
 
+
+# ── Running a step (I/O) ─────────────────────────────────────────────────
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of data to fd (os.write may write less)."""
@@ -1487,7 +1869,6 @@ def sleep_unless_stopped(seconds: float, stop: StopRequest) -> None:
 
 # ── Failure dialog (I/O) ─────────────────────────────────────────────────
 
-
 def print_newline() -> None:
     """End the line a prompt left open; say nothing if the terminal is gone (SIGHUP)."""
     with contextlib.suppress(OSError):
@@ -1544,7 +1925,6 @@ def last_lines(tail: bytes, count: int = TAIL_LINES) -> List[str]:
 
 
 # ── Run record ───────────────────────────────────────────────────────────
-
 
 def now_iso() -> str:
     """Return the local time as an ISO 8601 string with its UTC offset."""
@@ -1678,8 +2058,7 @@ class RunRecord:
         write_text_atomic(self.path, f'{head[:-2]},\n "steps": [\n  {steps}\n ]\n}}\n')
 
 
-# ── Pipeline ─────────────────────────────────────────────────────────────
-
+# ── Messages ─────────────────────────────────────────────────────────────
 
 class Console:
     """The scheduler's own messages: coloured on the terminal, plain in Hydra's log file."""
@@ -1723,6 +2102,36 @@ def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
             for row in [header, *rows]]
 
 
+NO_STEP_RUN = "problem(s); no step was run"  # also how a sweep's report spots config errors
+
+
+def print_problems(problems: List[str]) -> None:
+    """Print config problems to stderr, one per line, and to the log."""
+    heading = f"crude-link: the config has {len(problems)} {NO_STEP_RUN}:"
+    log.error(heading)
+    print(colored(heading, "red", attrs=["bold"]), file=sys.stderr)
+    for problem in problems:
+        log.error("  %s", problem)
+        print(f"  {problem}", file=sys.stderr)
+
+
+def machine_fault(error: Optional[BaseException]) -> Optional[OSError]:
+    """Return the fault of the machine (an OSError with an errno) behind an error, or None."""
+    for _ in range(10):  # __cause__ and __context__ chains are short; never loop on a cycle
+        if error is None or isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def print_fault(error: OSError, where: Path, outcome: str) -> None:
+    """Print one line on a fault of the machine: the path, the system's reason, the outcome."""
+    print(colored(f"crude-link: a fault of the machine: {error.filename or where}: "
+                  f"{error.strerror or error}; {outcome}", "red"), file=sys.stderr)
+
+
+# ── The pipeline: its context and messages ───────────────────────────────
+
 @dataclass
 class Pipeline:
     """Everything a run needs besides the plan: where, how, and who to talk to."""
@@ -1739,41 +2148,6 @@ class Pipeline:
     @property
     def terminal(self) -> Terminal:
         return self.console.terminal
-
-
-def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
-    """Run one step with its automatic retries; return its last attempt."""
-    step = planned.step
-    env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name,
-                   sys.executable)
-    # What follows the script in the command, after the script as written.
-    shown = " ".join([step.script, *planned.command[planned.script_at + 1:]])
-    steps = len(record.data["steps"])
-    # Opened before the step starts: a step that cannot be logged must not run.
-    with open(pipeline.run_dir / planned.log_name, "a+b", buffering=0) as log_file:
-        attempt_no = 0
-        while True:
-            attempt_no += 1
-            record.start_attempt(planned)
-            announce = functools.partial(announce_attempt, pipeline, planned, log_file.fileno(),
-                                         shown, record.step(planned)["attempts"], steps)
-            attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
-                                  announce, pipeline.terminal, step.timeout,
-                                  pipeline.options.kill_grace, pipeline.stop)
-            status = (SUCCEEDED if attempt.exit_code == 0 else
-                      TIMED_OUT if attempt.timed_out else FAILED)
-            if pipeline.stop.signum is not None and status != SUCCEEDED:
-                status = INTERRUPTED
-            record.end_attempt(planned, attempt, status)
-            if status != FAILED and status != TIMED_OUT or attempt_no > step.retries:
-                return attempt
-            pipeline.console.say(f"{planned.name} failed ({describe_exit(attempt, step.timeout)}); "
-                                 f"automatic retry {attempt_no} of {step.retries}"
-                                 + (f" in {step.retry_delay:g}s" if step.retry_delay else ""),
-                                 "yellow")
-            sleep_unless_stopped(step.retry_delay, pipeline.stop)
-            if pipeline.stop.signum is not None:
-                return attempt
 
 
 def announce_attempt(pipeline: Pipeline, planned: PlannedStep, fd: int, shown: str,
@@ -1812,6 +2186,55 @@ def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) ->
     pipeline.console.warn(lines)
 
 
+def print_report(pipeline: Pipeline, record: RunRecord) -> None:
+    """Print the final table and the run's outcome."""
+    status = record.data["status"]
+    color = "green" if status == SUCCEEDED else "red"
+    lines = summary_table(record.data["steps"])
+    pipeline.console.say(lines[0], bold=True)
+    for line in lines[1:]:
+        pipeline.console.say(line)
+    pipeline.console.say(f"run {status} (exit code {record.data['exit_code']}); "
+                         f"run folder: {pipeline.run_dir}", color, bold=True)
+
+
+# ── The pipeline: running it ─────────────────────────────────────────────
+
+def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
+    """Run one step with its automatic retries; return its last attempt."""
+    step = planned.step
+    env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name,
+                   sys.executable)
+    # What follows the script in the command, after the script as written.
+    shown = " ".join([step.script, *planned.command[planned.script_at + 1:]])
+    steps = len(record.data["steps"])
+    # Opened before the step starts: a step that cannot be logged must not run.
+    with open(pipeline.run_dir / planned.log_name, "a+b", buffering=0) as log_file:
+        attempt_no = 0
+        while True:
+            attempt_no += 1
+            record.start_attempt(planned)
+            announce = functools.partial(announce_attempt, pipeline, planned, log_file.fileno(),
+                                         shown, record.step(planned)["attempts"], steps)
+            attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
+                                  announce, pipeline.terminal, step.timeout,
+                                  pipeline.options.kill_grace, pipeline.stop)
+            status = (SUCCEEDED if attempt.exit_code == 0 else
+                      TIMED_OUT if attempt.timed_out else FAILED)
+            if pipeline.stop.signum is not None and status != SUCCEEDED:
+                status = INTERRUPTED
+            record.end_attempt(planned, attempt, status)
+            if status != FAILED and status != TIMED_OUT or attempt_no > step.retries:
+                return attempt
+            pipeline.console.say(f"{planned.name} failed ({describe_exit(attempt, step.timeout)}); "
+                                 f"automatic retry {attempt_no} of {step.retries}"
+                                 + (f" in {step.retry_delay:g}s" if step.retry_delay else ""),
+                                 "yellow")
+            sleep_unless_stopped(step.retry_delay, pipeline.stop)
+            if pipeline.stop.signum is not None:
+                return attempt
+
+
 def decide_after_failure(pipeline: Pipeline) -> str:
     """Return what to do after a failed step: ask, or apply the policy without a terminal."""
     policy = pipeline.options.on_failure
@@ -1829,29 +2252,6 @@ def decide_after_failure(pipeline: Pipeline) -> str:
         choice = ask_what_next(pipeline.ask)
     log.info("dialog answer: %s", choice)
     return choice
-
-
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT) arrived while the scheduler waited for the user."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _signals_raise:
-    """Inside the dialog, Ctrl-C, SIGTERM and SIGHUP end the wait at once (as exceptions)."""
-
-    def __enter__(self) -> None:
-        def raise_interrupted(signum: int, frame: Any) -> None:
-            raise Interrupted(signum)
-
-        self.saved = {sig: signal.signal(sig, raise_interrupted)
-                      for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
 
 
 def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep]) -> int:
@@ -1902,20 +2302,7 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
     return exit_code
 
 
-def print_report(pipeline: Pipeline, record: RunRecord) -> None:
-    """Print the final table and the run's outcome."""
-    status = record.data["status"]
-    color = "green" if status == SUCCEEDED else "red"
-    lines = summary_table(record.data["steps"])
-    pipeline.console.say(lines[0], bold=True)
-    for line in lines[1:]:
-        pipeline.console.say(line)
-    pipeline.console.say(f"run {status} (exit code {record.data['exit_code']}); "
-                         f"run folder: {pipeline.run_dir}", color, bold=True)
-
-
-# ── Lock, resume and dry run (I/O) ───────────────────────────────────────
-
+# ── The run lock ─────────────────────────────────────────────────────────
 
 class LockFileError(Exception):
     """The lock path is not a regular file crude-link may write (a symlink, a folder...)."""
@@ -2005,6 +2392,8 @@ def lock_refusal(holder: str, root: Path) -> str:
             f"Wait for it, or stop it first.")
 
 
+# ── One job: latest, dry run, the guarded pipeline ───────────────────────
+
 HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
 
 
@@ -2073,8 +2462,90 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
             temporary.unlink()
 
 
-# ── Cron ─────────────────────────────────────────────────────────────────
+def _in_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
+
+def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, steps_dir: Path,
+            previous: Optional[Tuple[Path, Dict[str, Any]]], stop: StopRequest) -> int:
+    """Run one job (a run, or one multirun job) of a checked plan; return its exit code."""
+    selected = select_steps(plan, options)
+    if options.dry_run:
+        print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
+        return EXIT_OK
+    try:
+        lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
+                        if options.lock else (None, ""))
+    except LockFileError as error:  # a fault of the machine, not of the config
+        log.error("%s", error)
+        print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
+        return EXIT_SOFTWARE
+    if holder:
+        print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
+        if not _in_multirun():  # a sweep's report looks for each job's folder
+            remove_unused_run_dir(run_dir)
+        return EXIT_LOCKED
+    console = Console(Terminal(sys.stdout.fileno(), options.quiet))
+    try:
+        if options.resume:
+            if previous is None:
+                print_problems([f"scheduler.resume: there is no earlier run under "
+                                f"{ROOT / 'outputs'} to resume"])
+                return EXIT_CONFIG_ERROR
+            start = resume_point(plan, previous[1])
+            if start is None:
+                console.say(f"crude-link: the newest run ({previous[0]}) succeeded: "
+                            "nothing to resume", "green")
+                return EXIT_OK
+            selected = select_steps(plan, options, start)
+            console.say(f"crude-link: resuming {previous[0]} at step {start} "
+                        f"'{plan[start - 1].name}'")
+        pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
+                            interactive=sys.stdin.isatty())
+        link_latest(ROOT / "outputs", run_dir)
+        stop.watchdog = Watchdog(options.kill_grace, lock)
+        record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
+                           steps_dir)
+        return run_guarded(pipeline, record, selected)
+    finally:
+        console.terminal.close()
+        if lock:
+            lock.close()
+        if stop.watchdog is not None:
+            stop.watchdog.close()
+
+
+def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
+    """Run the pipeline with SIGINT/SIGTERM/SIGHUP passed on to steps; return its exit code."""
+    # SIGHUP: the terminal closed or the ssh connection dropped; the run stops as on SIGTERM.
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    if callable(signal.getsignal(signal.SIGUSR2)):
+        # A submitit job on Slurm: SIGUSR2 says its time limit is near. submitit's own
+        # handler would raise in the middle of a step; stop the step cleanly instead.
+        signals.append(signal.SIGUSR2)
+    saved = {sig: signal.signal(sig, pipeline.stop.handle) for sig in signals}
+    try:
+        return run_pipeline(pipeline, record, selected)
+    except Exception as error:
+        # A bug or a fault of the machine (disk full...), not a config error: say so plainly.
+        log.exception("crude-link stopped on an internal error")
+        fault = machine_fault(error)
+        if fault is not None:
+            print_fault(fault, pipeline.run_dir, "the run stopped, recorded as failed")
+        else:
+            print(f"crude-link: internal error, details in {pipeline.run_dir / 'scheduler.log'}:"
+                  f"\n  {_first_line(error)}", file=sys.stderr)
+        try:
+            record.finish_on_fault(EXIT_SOFTWARE)
+        except OSError as unrecorded:
+            log.error("cannot record the run's end in %s: %s", record.path, unrecorded)
+        return EXIT_SOFTWARE
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+# ── Cron ─────────────────────────────────────────────────────────────────
 
 def check_cron_words(python: str, root: Path, config_dir: Optional[str], config_name: str,
                      overrides: Sequence[str]) -> List[str]:
@@ -2205,112 +2676,7 @@ def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
     return config_dir, hydra_cfg.job.config_name, list(hydra_cfg.overrides.task)
 
 
-# ── Main ─────────────────────────────────────────────────────────────────
-
-
-def resolve_section(node: Any, where: str, problems: List[str]) -> Any:
-    """Return a config node as plain data, resolving its interpolations.
-
-    When something cannot resolve, the node is walked one key at a time instead, so
-    every broken interpolation becomes a problem naming its path, not just the first.
-    """
-    if isinstance(node, (DictConfig, ListConfig)):
-        with contextlib.suppress(OmegaConfBaseException):
-            return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)  # usual case
-    return _resolve_each(node, where, problems)
-
-
-def _resolve_each(node: Any, where: str, problems: List[str]) -> Any:
-    if not isinstance(node, (DictConfig, ListConfig)):
-        return node
-    is_dict = isinstance(node, DictConfig)
-    raw: Any = OmegaConf.to_container(node)  # the unresolved text, for messages
-    resolved: Dict[Any, Any] = {}
-    for key in (list(node) if is_dict else range(len(node))):
-        path = f"{where}.{key!s}" if is_dict else f"{where}[{key}]"
-        try:
-            child = node[key]
-        except OmegaConfBaseException as error:
-            problems.append(f"{path}: cannot resolve {raw[key]!r}: {_first_line(error)}")
-            continue
-        resolved[key] = _resolve_each(child, path, problems)
-    return resolved if is_dict else list(resolved.values())
-
-
-def name_steps_in(problems: List[str], names: List[str]) -> List[str]:
-    """Return `steps[2].arguments.x: ...` problems as `steps[2] (train): arguments.x ...`."""
-
-    def locate(match: "re.Match[str]") -> str:
-        index = int(match.group(1))
-        name = names[index] if index < len(names) and names[index] else ""
-        return f"steps[{index}]" + (f" ({name})" if name else "") + ": " + match.group(2)
-
-    return [re.sub(r"^steps\[(\d+)\]\.([^:]+):", locate, problem) for problem in problems]
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-NO_STEP_RUN = "problem(s); no step was run"  # also how a sweep's report spots config errors
-
-
-def print_problems(problems: List[str]) -> None:
-    """Print config problems to stderr, one per line, and to the log."""
-    heading = f"crude-link: the config has {len(problems)} {NO_STEP_RUN}:"
-    log.error(heading)
-    print(colored(heading, "red", attrs=["bold"]), file=sys.stderr)
-    for problem in problems:
-        log.error("  %s", problem)
-        print(f"  {problem}", file=sys.stderr)
-
-
-def machine_fault(error: Optional[BaseException]) -> Optional[OSError]:
-    """Return the fault of the machine (an OSError with an errno) behind an error, or None."""
-    for _ in range(10):  # __cause__ and __context__ chains are short; never loop on a cycle
-        if error is None or isinstance(error, OSError) and error.errno is not None:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def print_fault(error: OSError, where: Path, outcome: str) -> None:
-    """Print one line on a fault of the machine: the path, the system's reason, the outcome."""
-    print(colored(f"crude-link: a fault of the machine: {error.filename or where}: "
-                  f"{error.strerror or error}; {outcome}", "red"), file=sys.stderr)
-
-
-def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path] = None
-                ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
-    """Return the plan and options of a composed config, or the problems found in it."""
-    unresolved: List[str] = []
-    steps = resolve_section(_section(cfg, "steps", unresolved), "steps", unresolved)
-    options = resolve_section(_section(cfg, "scheduler", unresolved), "scheduler", unresolved)
-    defaults = _section(cfg, "default", unresolved)
-    if isinstance(defaults, (DictConfig, ListConfig)):
-        defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
-    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
-    problems = check_top_level(list(cfg), defaults)
-    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
-    problems += name_steps_in(unresolved, names)
-    if problems:
-        return [], SchedulerOptions(), problems
-    chosen = SchedulerOptions(**(options or {}))
-    plan = plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
-                      run_dir)
-    return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
-
-
-def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
-    """Return a top-level section of the config; None, and a problem, if it cannot resolve."""
-    try:
-        return cfg.get(key)
-    except OmegaConfBaseException as error:  # `steps: ${steps}`, say
-        raw: Any = OmegaConf.to_container(cfg)
-        raw = raw[key]
-        problems.append(f"{key}: cannot resolve {raw!r}: {_first_line(error)}")
-        return None
-
+# ── Hydra's main ─────────────────────────────────────────────────────────
 
 def _log_to_file_only() -> None:
     """Send crude-link's log records to Hydra's log file only (the terminal gets colour)."""
@@ -2321,6 +2687,8 @@ def _log_to_file_only() -> None:
 
 
 _job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
+
+
 _LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
@@ -2344,6 +2712,16 @@ def _select_hydra(path: str) -> Any:
     if value is missing:  # Hydra's own resolver quietly returns null here
         raise KeyError(f"Hydra's config has no key '{path}' (e.g. runtime.output_dir, job.name)")
     return value
+
+
+class JobFailed(CompactHydraException):
+    """A multirun job failed (Hydra prints only this message; crude-link's report follows)."""
+
+
+def _wants_resume(cfg: DictConfig) -> bool:
+    with contextlib.suppress(OmegaConfBaseException):
+        return OmegaConf.select(cfg, "scheduler.resume", default=False) is True
+    return False
 
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
@@ -2383,100 +2761,96 @@ def main(cfg: DictConfig) -> None:
                         f"(exit code {code}); its run folder: {run_dir}")
 
 
-class JobFailed(CompactHydraException):
-    """A multirun job failed (Hydra prints only this message; crude-link's report follows)."""
+class HeldErrorReport:
+    """sys.stderr while Hydra sets a job up: holds back its traceback of an error crude-link
+    says in one line instead.
+
+    Hydra makes the run folder, its log file and .hydra/ before main runs, and reports what
+    fails there (a read-only or full disk) with a traceback, then exits 1; so too a config
+    file that its YAML parser refuses although libyaml took it (a tab inside a key, say).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.held: List[str] = []
+
+    def write(self, text: str) -> int:
+        if _one_line_error(sys.exc_info()[1]) is not None and not _inside_main():
+            self.held.append(text)
+            return len(text)
+        return int(self.stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _wants_resume(cfg: DictConfig) -> bool:
-    with contextlib.suppress(OmegaConfBaseException):
-        return OmegaConf.select(cfg, "scheduler.resume", default=False) is True
+def _inside_main() -> bool:
+    """Return whether crude-link's main (Hydra's task function) is on the call stack."""
+    code = main.__wrapped__.__code__
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
     return False
 
 
-def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, steps_dir: Path,
-            previous: Optional[Tuple[Path, Dict[str, Any]]], stop: StopRequest) -> int:
-    """Run one job (a run, or one multirun job) of a checked plan; return its exit code."""
-    selected = select_steps(plan, options)
-    if options.dry_run:
-        print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
-        return EXIT_OK
-    try:
-        lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
-                        if options.lock else (None, ""))
-    except LockFileError as error:  # a fault of the machine, not of the config
-        log.error("%s", error)
-        print(colored(f"crude-link: {error}", "red"), file=sys.stderr)
+def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
+    """Return the fault of the machine or the YAML error behind an error, or None."""
+    import yaml  # PyYAML comes with omegaconf
+
+    fault = machine_fault(error)
+    for _ in range(10):
+        if fault is not None or error is None or isinstance(error, yaml.YAMLError):
+            return fault or error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def report_hydra_error(hydra_exit: SystemExit, held: HeldErrorReport, where: Path
+                       ) -> Optional[int]:
+    """Say in one line the error Hydra exited on, if crude-link can; return the exit code."""
+    sys.stderr = held.stream  # Hydra is done
+    error = _one_line_error(hydra_exit.__context__) if hydra_exit.code == 1 else None
+    if isinstance(error, OSError):
+        print_fault(error, where, "no step was run")
         return EXIT_SOFTWARE
-    if holder:
-        print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
-        if not _in_multirun():  # a sweep's report looks for each job's folder
-            remove_unused_run_dir(run_dir)
-        return EXIT_LOCKED
-    console = Console(Terminal(sys.stdout.fileno(), options.quiet))
+    if error is not None:
+        path = Path(getattr(getattr(error, "problem_mark", None), "name", "config"))
+        problem = getattr(error, "problem", None) or _first_line(error)
+        print(colored(f"crude-link: {path.name} is not valid YAML; no step was run:", "red",
+                      attrs=["bold"]) + f"\n  {path}: {problem}{_at(error)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    held.stream.write("".join(held.held))  # not ours to shorten after all
+    return None
+
+
+# ── The sweep report ─────────────────────────────────────────────────────
+
+GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude-link " \
+                      "could finish it"
+
+
+def _job_number(submitit_id: str) -> int:
+    """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
+    return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
+
+
+def _read_text(path: Path) -> str:
+    """Return a file's text, or '' if it cannot be read (gone, say)."""
     try:
-        if options.resume:
-            if previous is None:
-                print_problems([f"scheduler.resume: there is no earlier run under "
-                                f"{ROOT / 'outputs'} to resume"])
-                return EXIT_CONFIG_ERROR
-            start = resume_point(plan, previous[1])
-            if start is None:
-                console.say(f"crude-link: the newest run ({previous[0]}) succeeded: "
-                            "nothing to resume", "green")
-                return EXIT_OK
-            selected = select_steps(plan, options, start)
-            console.say(f"crude-link: resuming {previous[0]} at step {start} "
-                        f"'{plan[start - 1].name}'")
-        pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
-                            interactive=sys.stdin.isatty())
-        link_latest(ROOT / "outputs", run_dir)
-        stop.watchdog = Watchdog(options.kill_grace, lock)
-        record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
-                           steps_dir)
-        return run_guarded(pipeline, record, selected)
-    finally:
-        console.terminal.close()
-        if lock:
-            lock.close()
-        if stop.watchdog is not None:
-            stop.watchdog.close()
+        return path.read_text("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
-def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedStep]) -> int:
-    """Run the pipeline with SIGINT/SIGTERM/SIGHUP passed on to steps; return its exit code."""
-    # SIGHUP: the terminal closed or the ssh connection dropped; the run stops as on SIGTERM.
-    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-    if callable(signal.getsignal(signal.SIGUSR2)):
-        # A submitit job on Slurm: SIGUSR2 says its time limit is near. submitit's own
-        # handler would raise in the middle of a step; stop the step cleanly instead.
-        signals.append(signal.SIGUSR2)
-    saved = {sig: signal.signal(sig, pipeline.stop.handle) for sig in signals}
-    try:
-        return run_pipeline(pipeline, record, selected)
-    except Exception as error:
-        # A bug or a fault of the machine (disk full...), not a config error: say so plainly.
-        log.exception("crude-link stopped on an internal error")
-        fault = machine_fault(error)
-        if fault is not None:
-            print_fault(fault, pipeline.run_dir, "the run stopped, recorded as failed")
-        else:
-            print(f"crude-link: internal error, details in {pipeline.run_dir / 'scheduler.log'}:"
-                  f"\n  {_first_line(error)}", file=sys.stderr)
-        try:
-            record.finish_on_fault(EXIT_SOFTWARE)
-        except OSError as unrecorded:
-            log.error("cannot record the run's end in %s: %s", record.path, unrecorded)
-        return EXIT_SOFTWARE
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+def _job_overrides(job: Path) -> str:
+    """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
+    words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
+    return f" ({' '.join(words)})" if words else ""
 
 
-# ── Multirun: the launching process (I/O) ────────────────────────────────
+# ── The sweep watch ──────────────────────────────────────────────────────
 
 # Slurm's reasons for a pending job that no amount of waiting cures.
 NEVER_STARTS = frozenset([
@@ -2485,16 +2859,14 @@ NEVER_STARTS = frozenset([
     "QOSMaxGRESPerJob", "QOSMaxNodePerJobLimit", "QOSMaxWallDurationPerJobLimit",
     "AssocMaxCpuPerJobLimit", "AssocMaxGRESPerJob", "AssocMaxNodePerJobLimit",
     "AssocMaxWallDurationPerJobLimit"])
+
+
 SWEEP_POLL = 2.0  # seconds between two looks at the sweep's jobs in squeue
+
+
 # How long jobs gone from squeue may take to show their results (a shared file system's
 # attribute cache may lag) before the sweep stops waiting for them.
 NO_RESULT_GRACE = 30.0
-GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude-link " \
-                      "could finish it"
-
-
-class SweepStopped(BaseException):
-    """SIGTERM or SIGHUP reached the launching process of a multirun (or its watch gave up)."""
 
 
 class SweepWatch:
@@ -2659,25 +3031,6 @@ def _sent_to_slurm(folder: Path) -> bool:
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
-def _job_number(submitit_id: str) -> int:
-    """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
-    return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
-
-
-def _read_text(path: Path) -> str:
-    """Return a file's text, or '' if it cannot be read (gone, say)."""
-    try:
-        return path.read_text("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _job_overrides(job: Path) -> str:
-    """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
-    words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
-    return f" ({' '.join(words)})" if words else ""
-
-
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
 
@@ -2717,8 +3070,7 @@ def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) ->
     return hydra_code if isinstance(hydra_code, int) else EXIT_FAILED
 
 
-# ── Command line: help and Hydra's argv ──────────────────────────────────
-
+# ── Command line ─────────────────────────────────────────────────────────
 
 def help_text() -> str:
     """Return `--help`'s text, made from the schema so it lists every key."""
@@ -2786,204 +3138,11 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int,
     return overrides
 
 
-def primary_config(argv: Sequence[str], root: Path) -> Tuple[Path, Optional[str]]:
-    """Return the primary config file the command line names, and its text (None: unread)."""
-    folder, name = root, "config"
-    for flag, value in zip(argv, argv[1:]):
-        if flag in ("--config-name", "-cn"):
-            name = value
-        elif flag in ("--config-dir", "-cd", "--config-path", "-cp"):
-            folder = root / value if flag in ("--config-path", "-cp") else Path(value)
-    path = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    try:
-        return path, path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return path, None  # Hydra will report a missing or unreadable config itself
-
-
-def configured_run_dirs(text: Optional[str]) -> List[str]:
-    """Return which of hydra.run.dir / hydra.sweep.dir the primary config's text sets."""
-    if text is None or not re.search(r"^hydra\s*:", text, re.MULTILINE):
-        return []  # the usual case: no YAML parse at start-up
-    import yaml  # PyYAML comes with omegaconf
-
-    with contextlib.suppress(yaml.YAMLError, AttributeError):  # hydra: 3 is reported later
-        node = (yaml.safe_load(text) or {}).get("hydra") or {}
-        return [f"hydra.{key}.dir" for key in ("run", "sweep")
-                if isinstance(node.get(key), dict) and "dir" in node[key]]
-    return []
-
-
-def not_utf8(path: Path) -> Optional[str]:
-    """Return where a file stops being UTF-8 text ('byte 0xff at line 3, column 4'), or None."""
-    try:
-        data = path.read_bytes()
-        data.decode("utf-8")
-    except OSError:
-        return None  # missing or unreadable: Hydra says so
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - data.rfind(b"\n", 0, error.start)
-        return (f"not UTF-8 text (a binary file?): byte 0x{data[error.start]:02x} at line "
-                f"{line}, column {column}")
-    return None
-
-
-def yaml_problem(text: str) -> Optional[str]:
-    """Return what makes text invalid YAML ('... line 3, column 23'), or None."""
-    return compose_yaml(text)[1]
-
-
-def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
-    """Return text's YAML node tree (None: empty) and what makes it invalid YAML, or None.
-
-    Hydra would report a problem with a traceback. libyaml composes the text in a fraction
-    of a millisecond; the slower pure-Python parser, which OmegaConf uses, confirms a problem
-    before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
-    Nothing is constructed: merges (<<) of merges could take for ever (shape_problems says).
-    """
-    import yaml  # PyYAML comes with omegaconf
-
-    try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as error:
-            if isinstance(error, yaml.composer.ComposerError) and error.context:
-                return None, (f"{error.context}{_at(error.context_mark)}, "  # both anchors
-                              f"{error.problem}{_at(error.problem_mark)}")
-            return None, f"{error.problem or error.context or 'not valid YAML'}{_at(error)}"
-        except yaml.YAMLError as error:
-            return None, _first_line(error)
-        except RecursionError:
-            return None, f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels)"
-    return node, _repeated_key(node)
-
-
-def _at(found: Any) -> str:
-    """Return ' (line 3, column 23)': where a YAML error, node or mark is."""
-    mark = getattr(found, "problem_mark", None) or getattr(found, "start_mark", found)
-    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-
-
-def _repeated_key(root: Any) -> Optional[str]:
-    """Return the first key repeated in a mapping of a YAML node tree, as a problem, or None."""
-    import yaml  # PyYAML comes with omegaconf
-
-    seen, todo = set(), [root] if root is not None else []
-    while todo:
-        node = todo.pop()
-        if id(node) in seen or not isinstance(node, yaml.CollectionNode):
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            keys: Dict[str, Any] = {}
-            for key, value in node.value:
-                if key.tag == "tag:yaml.org,2002:str" and key.value in keys:
-                    first = keys[key.value].start_mark.line + 1
-                    return (f"found duplicate key {key.value!r}{_at(key)}; it is first at line "
-                            f"{first}")
-                keys.setdefault(key.value, key)
-                todo.extend((key, value))
-        else:
-            todo.extend(node.value)
-    return None
-
-
-MAX_CONFIG_DEPTH = 32  # OmegaConf itself fails at ~80 levels of mappings
-MAX_CONFIG_VALUES = 50_000  # Hydra takes about 10 s to compose that many
-
-
-class _Refused(Exception):
-    """A config too big or too deep to give to Hydra; its message says where."""
-
-
-def shape_problems(root: Any) -> List[str]:
-    """Return the problems of a config's YAML node tree that Hydra would fail on, badly.
-
-    Aliases are counted as the copies OmegaConf makes of them: a few hundred bytes of
-    anchors and aliases can stand for billions of values (hours and gigabytes in Hydra).
-    """
-    import yaml  # PyYAML comes with omegaconf
-
-    if root is None:
-        return []
-    if not isinstance(root, yaml.MappingNode):
-        return [f"the config must be a mapping (steps:, scheduler:...), got "
-                f"{'a list' if isinstance(root, yaml.SequenceNode) else repr(root.value)}"
-                f"{_at(root)}"]
-    try:
-        _measure(root, 1, {})
-    except _Refused as refused:
-        return [str(refused)]
-    problems = []
-    for key, value in root.value:
-        if key.value == "hydra" and not isinstance(value, yaml.MappingNode):
-            problems.append(f"hydra: must be a mapping of Hydra's settings{_at(value)}")
-        elif key.value == "defaults":
-            problems.extend(_defaults_problems(value))
-    return problems
-
-
-def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
-             ) -> Tuple[int, int]:
-    """Return (values, levels) a node stands for, aliases expanded; raise _Refused: too many.
-
-    known: node id → its (values, levels), or None while its children are being measured.
-    """
-    import yaml  # PyYAML comes with omegaconf
-
-    if depth > MAX_CONFIG_DEPTH:
-        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
-    if id(node) in known:
-        measured = known[id(node)]
-        if measured is None:
-            raise _Refused(f"an alias refers to a node that holds it{_at(node)}: "
-                           "it would repeat for ever")
-        size, height = measured
-    elif not isinstance(node, yaml.CollectionNode):
-        size, height = 1, 1
-    else:
-        known[id(node)] = None
-        size, height = 1, 1
-        children = (node.value if isinstance(node, yaml.SequenceNode)
-                    else [part for pair in node.value for part in pair])
-        for child in children:
-            child_size, child_height = _measure(child, depth + 1, known)
-            size, height = size + child_size, max(height, child_height + 1)
-            if size > MAX_CONFIG_VALUES:
-                raise _Refused(f"the config stands for more than {MAX_CONFIG_VALUES} values, "
-                               f"its aliases expanded{_at(node)}: too big to load")
-        known[id(node)] = size, height
-    if depth + height - 1 > MAX_CONFIG_DEPTH:
-        raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
-    return size, height
-
-
-def _defaults_problems(node: Any) -> List[str]:
-    """Return the problems of a `defaults:` list: Hydra's, of config groups; not step templates."""
-    import yaml  # PyYAML comes with omegaconf
-
-    hint = ("defaults: is Hydra's list of configs to compose; step templates go in "
-            "'default:' (did you mean 'default'?)")
-    if not isinstance(node, yaml.SequenceNode):
-        return [f"{hint}; got no list{_at(node)}"]
-    for item in node.value:
-        if isinstance(item, yaml.ScalarNode):
-            continue
-        pairs = item.value if isinstance(item, yaml.MappingNode) else []
-        if (len(pairs) != 1 or not isinstance(pairs[0][0], yaml.ScalarNode)
-                or pairs[0][0].value in STEP_KEYS or isinstance(pairs[0][1], yaml.MappingNode)
-                or isinstance(pairs[0][1], yaml.SequenceNode)
-                and not all(isinstance(v, yaml.ScalarNode) for v in pairs[0][1].value)):
-            return [f"{hint}; an item must be a config name or 'group: option'{_at(item)}"]
-    return []
-
-
 # Hydra's flags that take a value; its --info takes one optionally.
 _VALUE_FLAGS = frozenset(["--cfg", "-c", "--package", "-p", "--config-path", "-cp",
                           "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"])
+
+
 _INFO_CHOICES = frozenset(["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
 
 
@@ -3006,70 +3165,6 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     if argv and argv[-1] in ("--info", "-i"):  # its optional value must not be ours
         return argv[:-1] + extra + argv[-1:]
     return argv + extra
-
-
-class HeldErrorReport:
-    """sys.stderr while Hydra sets a job up: holds back its traceback of an error crude-link
-    says in one line instead.
-
-    Hydra makes the run folder, its log file and .hydra/ before main runs, and reports what
-    fails there (a read-only or full disk) with a traceback, then exits 1; so too a config
-    file that its YAML parser refuses although libyaml took it (a tab inside a key, say).
-    """
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.held: List[str] = []
-
-    def write(self, text: str) -> int:
-        if _one_line_error(sys.exc_info()[1]) is not None and not _inside_main():
-            self.held.append(text)
-            return len(text)
-        return int(self.stream.write(text))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-
-def _inside_main() -> bool:
-    """Return whether crude-link's main (Hydra's task function) is on the call stack."""
-    code = main.__wrapped__.__code__
-    frame: Any = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is code:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
-    """Return the fault of the machine or the YAML error behind an error, or None."""
-    import yaml  # PyYAML comes with omegaconf
-
-    fault = machine_fault(error)
-    for _ in range(10):
-        if fault is not None or error is None or isinstance(error, yaml.YAMLError):
-            return fault or error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def report_hydra_error(hydra_exit: SystemExit, held: HeldErrorReport, where: Path
-                       ) -> Optional[int]:
-    """Say in one line the error Hydra exited on, if crude-link can; return the exit code."""
-    sys.stderr = held.stream  # Hydra is done
-    error = _one_line_error(hydra_exit.__context__) if hydra_exit.code == 1 else None
-    if isinstance(error, OSError):
-        print_fault(error, where, "no step was run")
-        return EXIT_SOFTWARE
-    if error is not None:
-        path = Path(getattr(getattr(error, "problem_mark", None), "name", "config"))
-        problem = getattr(error, "problem", None) or _first_line(error)
-        print(colored(f"crude-link: {path.name} is not valid YAML; no step was run:", "red",
-                      attrs=["bold"]) + f"\n  {path}: {problem}{_at(error)}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    held.stream.write("".join(held.held))  # not ours to shorten after all
-    return None
 
 
 if __name__ == "__main__":
