@@ -478,6 +478,23 @@ def _defaults_problems(node: Any) -> List[str]:
     return []
 
 
+def check_config_file(argv: Sequence[str], root: Path) -> Optional[str]:
+    """Return the config file's text, checked before Hydra reads it; exit 2 if unusable."""
+    path, text = primary_config(argv, root)
+    tree, problem = compose_yaml(text) if text is not None else (None, not_utf8(path))
+    if problem:
+        print(colored(f"crude-link: {path.name} is not valid YAML; no step was run:", "red",
+                      attrs=["bold"]) + f"\n  {path}: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR)
+    problems = shape_problems(tree)
+    if problems:
+        print(colored(f"crude-link: {path.name} cannot be loaded; no step was run:", "red",
+                      attrs=["bold"]), *(f"  {path}: {p}" for p in problems),
+              sep="\n", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR)
+    return text
+
+
 # ── Reading the config: resolving and naming ─────────────────────────────
 
 def _section(cfg: DictConfig, key: str, problems: List[str]) -> Any:
@@ -1471,6 +1488,22 @@ class Watchdog:
 
 
 # ── Stopping a step: signals ─────────────────────────────────────────────
+#
+# Which handler is live when (SIGUSR2 only where submitit installed one: a Slurm job):
+#
+#   while                        SIGINT / SIGTERM / SIGHUP             handler
+#   Hydra composes, checks, lock Python's defaults (Ctrl-C raises)     -
+#   the pipeline runs (steps,    recorded, passed on to the step's     StopRequest.handle,
+#     retry delays)              group; SIGKILL after kill_grace;      set by run_guarded
+#                                SIGUSR2 acts as SIGTERM
+#   the dialog waits for input   raise Interrupted: the run aborts     _signals_raise
+#   a multirun's launching       SIGTERM, SIGHUP raise SweepStopped,   run_multirun
+#     process                    Ctrl-C KeyboardInterrupt: the sweep's
+#                                jobs are cancelled, then all three
+#                                are ignored until the report is out
+#
+# The exit code is 128 + the signal (SIGUSR2 counts as SIGTERM), decided in run_pipeline for
+# a run and in run_multirun for a sweep; _main returns it for both.
 
 class StopRequest:
     """What SIGINT/SIGTERM/SIGHUP asked for, and the process group to pass them on to."""
@@ -2692,6 +2725,11 @@ _job_exit_codes: List[int] = []  # the one module global: how exit codes get out
 _LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
+def first_failure(codes: Sequence[int]) -> int:
+    """Return the exit code of a process that ran these jobs: the first non-zero one, else 0."""
+    return next((code for code in codes if code), EXIT_OK)
+
+
 @contextlib.contextmanager
 def _steps_output_dir(folder: Path) -> Iterator[None]:
     """Let `${hydra:runtime.output_dir}` in the config mean folder while it is resolved."""
@@ -3060,7 +3098,7 @@ def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) ->
         print(line, file=sys.stderr)
     if stop_code is not None:
         return stop_code
-    jobs = next((code for code in _job_exit_codes if code), EXIT_OK)
+    jobs = first_failure(_job_exit_codes)
     if jobs or failed:
         return jobs or failed
     if hydra_code == 1:
@@ -3167,35 +3205,33 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     return argv + extra
 
 
-if __name__ == "__main__":
-    _config, _text = primary_config(sys.argv[1:], ROOT)
-    _tree, _problem = compose_yaml(_text) if _text is not None else (None, not_utf8(_config))
-    if _problem:
-        print(colored(f"crude-link: {_config.name} is not valid YAML; no step was run:", "red",
-                      attrs=["bold"]) + f"\n  {_config}: {_problem}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
-    _problems = shape_problems(_tree)
-    if _problems:
-        print(colored(f"crude-link: {_config.name} cannot be loaded; no step was run:", "red",
-                      attrs=["bold"]), *(f"  {_config}: {p}" for p in _problems),
-              sep="\n", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
-    _ours = default_overrides(sys.argv[1:], ROOT, os.getpid(), configured_run_dirs(_text))
-    sys.argv[1:] = with_overrides(sys.argv[1:], [register_help(), *_ours])
+def _main(argv: List[str]) -> int:
+    """Run crude-link with this command line (without the program name); return the exit code."""
+    try:
+        text = check_config_file(argv, ROOT)
+    except SystemExit as refused:
+        return int(refused.code or 0)
+    ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
+    sys.argv[1:] = with_overrides(argv, [register_help(), *ours])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
-    sys.stderr = _held = HeldErrorReport(sys.stderr)
-    if "-m" in sys.argv or "--multirun" in sys.argv:
+    sys.stderr = held = HeldErrorReport(sys.stderr)
+    if "-m" in argv or "--multirun" in argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.
-        _own = any(override.startswith("hydra.sweep.dir=") for override in _ours)
-        sys.exit(run_multirun(SweepWatch(ROOT, os.getpid(), _own), _held))
+        own = any(override.startswith("hydra.sweep.dir=") for override in ours)
+        return run_multirun(SweepWatch(ROOT, os.getpid(), own), held)
     try:
         main()
     except SystemExit as hydra_exit:
-        _reported = report_hydra_error(hydra_exit, _held, ROOT / "outputs")
-        if _reported is not None:
-            sys.exit(_reported)
+        reported = report_hydra_error(hydra_exit, held, ROOT / "outputs")
+        if reported is not None:
+            return reported
         # Hydra reports its own errors (YAML syntax, a bad override, a missing config)
         # in a message and exits 1: those are config errors found before any step ran.
-        sys.exit(EXIT_CONFIG_ERROR if hydra_exit.code == 1 else hydra_exit.code)
-    sys.exit(next((code for code in _job_exit_codes if code), EXIT_OK))
+        code = hydra_exit.code
+        return EXIT_CONFIG_ERROR if code == 1 else code if isinstance(code, int) else EXIT_FAILED
+    return first_failure(_job_exit_codes)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
