@@ -1705,6 +1705,79 @@ def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], No
     return lambda signum: signal_group(pid, signum), None
 
 
+# ── Stopping a step: the schedule ─────────────────────────────────────────
+
+@dataclass
+class StopPolicy:
+    """When a step is to be stopped: its timeout, the grace before SIGKILL, stop signals."""
+
+    timeout: Optional[float]
+    kill_grace: float
+    stop: StopRequest
+
+
+class StopSchedule:
+    """When a running step is due SIGTERM and SIGKILL, and what it has been sent.
+
+    SIGTERM is due when the timeout passes, when a stop signal arrives (the handler has
+    passed it on already, unless the step's group was not known yet), or when the step's
+    main process exits leaving processes in its group; SIGKILL kill_grace after the first of
+    these, once. The copy loop asks only what is due (act) and how long to wait (wait).
+    """
+
+    def __init__(self, policy: StopPolicy, send: Callable[[int], None], pid: int,
+                 started: float) -> None:
+        self.policy, self.send, self.pid = policy, send, pid
+        self.deadline = started + policy.timeout if policy.timeout else None
+        self.terminated_at: Optional[float] = None  # SIGTERM (or the stop signal) went then
+        self.killed_at: Optional[float] = None
+        self.timed_out = False
+
+    def due(self) -> Optional[float]:
+        """Return when the next signal is due (None: nothing is scheduled)."""
+        if self.killed_at is not None:
+            return None
+        if self.terminated_at is not None:
+            return self.terminated_at + self.policy.kill_grace
+        return self.deadline
+
+    def is_pending(self, now: float) -> bool:
+        """Return whether a signal is due by now, or a stop signal has arrived."""
+        due = self.due()
+        return self.policy.stop.signum is not None or due is not None and now >= due
+
+    def act(self, now: float) -> None:
+        """Send what is due by now to a step whose processes still run."""
+        if self.killed_at is not None:
+            return
+        if self.deadline is not None and now >= self.deadline and not self.timed_out:
+            self.timed_out = True  # the timeout covers what the step left too
+            self.terminate(now)
+        stop = self.policy.stop
+        if stop.signum is not None and self.terminated_at is None:
+            if stop.forwarded_to != self.pid:  # arrived before the group was known
+                self.send(stop.signum)
+            self.terminated_at = stop.at
+        if self.terminated_at is not None and now >= self.terminated_at + self.policy.kill_grace:
+            self.send(signal.SIGKILL)
+            self.killed_at = now
+
+    def terminate(self, now: float) -> None:
+        """Send SIGTERM now; SIGKILL follows kill_grace after the first SIGTERM."""
+        self.send(signal.SIGTERM)
+        if self.terminated_at is None:
+            self.terminated_at = now
+
+    def wait(self, now: float) -> float:
+        """Return how long the copy loop may wait for output before it must act."""
+        due = self.due()
+        return POLL_INTERVAL if due is None else min(POLL_INTERVAL, max(0.0, due - now))
+
+    def given_up(self, now: float) -> bool:
+        """Return whether a group SIGKILLed a while ago is no longer waited for (state D)."""
+        return self.killed_at is not None and now >= self.killed_at + 4 * POLL_INTERVAL
+
+
 # ── Running a step (I/O) ─────────────────────────────────────────────────
 
 def write_all(fd: int, data: bytes) -> None:
@@ -1761,28 +1834,37 @@ class Terminal:
         spool.close()
 
 
-def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
-                announce: Callable[[], None], terminal: Terminal, timeout: Optional[float],
-                kill_grace: float, stop: StopRequest) -> Attempt:
+@dataclass
+class Sinks:
+    """Where an attempt's output goes, and how its start is announced."""
+
+    log_fd: int
+    terminal: Terminal
+    announce: Callable[[], None]  # called as soon as the command has started (or failed to)
+
+
+def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks,
+                policy: StopPolicy) -> Attempt:
     """Run a command once in its own process group, copying its output; return the outcome.
 
-    announce() is called as soon as the command has started (or failed to), to say so: that
-    overlaps the command's own start-up, and its output is copied only after it.
+    sinks.announce() overlaps the command's own start-up; its output is copied after it.
     """
     started = time.monotonic()
+    log_fd, terminal, stop = sinks.log_fd, sinks.terminal, policy.stop
     tail = b""
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     except OSError as error:
-        announce()
+        sinks.announce()
         message = f"crude-link: cannot start {command[0]!r}: {error.strerror}\n".encode()
         write_all(log_fd, message)
         terminal.write(message)
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
         return Attempt(code, False, time.monotonic() - started, message)
     send, slurm = step_signaller(command, proc.pid)
+    schedule = StopSchedule(policy, send, proc.pid, started)
     # The signal handler passes a stop on at once to a plain step; an srun step needs
     # squeue and scancel, which the loop below runs instead (within POLL_INTERVAL).
     stop.group = None if slurm else proc.pid
@@ -1795,14 +1877,11 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
     os.set_blocking(out, False)  # read while output flows; select only when the pipe is empty
     exit_fd = _open_pidfd(proc.pid)  # readable once the step exits: no polling for it
     watch = [out] if exit_fd is None else [out, exit_fd]
-    deadline = started + timeout if timeout else math.inf
-    kill_at = math.inf
     look_at = started + POLL_INTERVAL  # look at the step's exit at least this often
-    timed_out = exited = False
+    exited = False
     left = False  # processes of the step's group outlive its main process
-    given_up_at = math.inf  # after SIGKILL, when to stop waiting for the group to go
     try:
-        announce()
+        sinks.announce()
         while True:
             if out in watch:
                 try:
@@ -1814,27 +1893,15 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                     terminal.write(chunk)
                     tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (
                         tail + chunk)[-TAIL_BYTES:]
-                    if stop.signum is None and time.monotonic() < min(deadline, kill_at,
-                                                                      look_at):
+                    now = time.monotonic()
+                    if not schedule.is_pending(now) and now < look_at:
                         continue
                 elif chunk == b"":
                     watch.remove(out)
             now = time.monotonic()
-            running = not exited or left
-            if now >= deadline and running:  # the timeout covers what the step left too
-                timed_out = True
-                deadline = math.inf  # fired: a past deadline would make the wait below 0
-                send(signal.SIGTERM)
-                kill_at = min(kill_at, now + kill_grace)
-            if stop.signum is not None and kill_at == math.inf and running:
-                if stop.forwarded_to != proc.pid:  # arrived before the group was known
-                    send(stop.signum)
-                kill_at = stop.at + kill_grace
-            if now >= kill_at and running:
-                send(signal.SIGKILL)
-                kill_at = math.nan  # killed once; never again
-                given_up_at = now + 4 * POLL_INTERVAL  # a process in the kernel (state D)
-            wait = min(POLL_INTERVAL, max(0.0, min(deadline, kill_at) - now))
+            if not exited or left:
+                schedule.act(now)
+            wait = schedule.wait(now)
             ready = select.select(watch, [], [], wait)[0] if watch else []
             if not exited and (out not in ready or exit_fd in ready or now >= look_at):
                 look_at = now + POLL_INTERVAL
@@ -1844,14 +1911,13 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                         watch.remove(exit_fd)
                     # What the step started in its group (a forgotten `&`, a data loader's
                     # worker) is stopped too, as at a timeout: the run goes on without it.
-                    send = functools.partial(signal_group, proc.pid)
+                    schedule.send = functools.partial(signal_group, proc.pid)
                     left = group_is_alive(proc.pid)
-                    if left and kill_at == math.inf:
-                        send(signal.SIGTERM)
-                        kill_at = now + kill_grace
+                    if left and schedule.terminated_at is None:
+                        schedule.terminate(now)
             elif left and (out not in ready or now >= look_at):
                 look_at = now + POLL_INTERVAL
-                left = group_is_alive(proc.pid) and now < given_up_at
+                left = group_is_alive(proc.pid) and not schedule.given_up(now)
             if out in ready:
                 continue  # output (or its end) to read
             # Done when the step's group is gone and its output ended, or when a process
@@ -1864,7 +1930,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
     except BaseException:  # as subprocess.run does: never leave the step behind
-        send(signal.SIGKILL)
+        schedule.send(signal.SIGKILL)
         if slurm is not None:
             slurm.scancel()
         raise
@@ -1876,13 +1942,13 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], log_fd: int,
         proc.wait()
         if stop.watchdog is not None:
             stop.watchdog.watch(0)
-        if slurm is not None and (timed_out or stop.signum is not None):
+        if slurm is not None and (schedule.timed_out or stop.signum is not None):
             slurm.scancel()  # whatever srun did on its way out: leave no job in squeue
     code = proc.returncode
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
-    if timed_out:
+    if schedule.timed_out:
         code = EXIT_TIMEOUT
-    return Attempt(code, timed_out, time.monotonic() - started, tail)
+    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail)
 
 
 def _open_pidfd(pid: int) -> Optional[int]:
@@ -2249,9 +2315,9 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
             record.start_attempt(planned)
             announce = functools.partial(announce_attempt, pipeline, planned, log_file.fileno(),
                                          shown, record.step(planned)["attempts"], steps)
-            attempt = run_attempt(planned.command, pipeline.root, env, log_file.fileno(),
-                                  announce, pipeline.terminal, step.timeout,
-                                  pipeline.options.kill_grace, pipeline.stop)
+            sinks = Sinks(log_file.fileno(), pipeline.terminal, announce)
+            policy = StopPolicy(step.timeout, pipeline.options.kill_grace, pipeline.stop)
+            attempt = run_attempt(planned.command, pipeline.root, env, sinks, policy)
             status = (SUCCEEDED if attempt.exit_code == 0 else
                       TIMED_OUT if attempt.timed_out else FAILED)
             if pipeline.stop.signum is not None and status != SUCCEEDED:
