@@ -1,6 +1,6 @@
 """End to end: a multirun whose jobs run as a Slurm job array (hydra-submitit-launcher).
 
-`python scheduler.py -m hydra/launcher=submitit_slurm x=0,3` on the real single-node Slurm of
+`python scheduler.py -m hydra/launcher=submitit_slurm default.x=0,3` on the real single-node Slurm of
 the `slurm` fixture (tests/conftest.py: 2 CPUs, partition debug, no accounting, so submitit
 warns about sacct). Each job's folder is <sweep>/<n>/ (summary.json, 01-fate.log, .hydra/),
 what its pipeline printed is in <sweep>/.submitit/<array>_<n>/<array>_<n>_0_log.out, and the
@@ -35,17 +35,17 @@ TRACEBACK = "Traceback (most recent call last)"
 
 # x is swept; the one step prints it and exits with it.
 CONFIG = """\
-x: 0
+default: {x: 0}  # plain data (a top-level key of its own would be a config error)
 steps:
   - script: tasks/fate.py
-    arguments: {print: "x is ${x}", exit_code: "${x}"%s}
+    arguments: {print: "x is ${default.x}", exit_code: "${default.x}"%s}
 """
 # The step prints "waiting", then waits until the test creates <project>/go-<x>.
-WAITING = CONFIG % ", wait_for: 'go-${x}'"
+WAITING = CONFIG % ", wait_for: 'go-${default.x}'"
 # As WAITING, and a SIGINT or SIGTERM makes fate print "fate: got SIGINT" and exit 128+N.
-TRAPPING = CONFIG % ", wait_for: 'go-${x}', trap: true"
+TRAPPING = CONFIG % ", wait_for: 'go-${default.x}', trap: true"
 # Job x=2 ends after job x=1 (it sleeps longer): job order is not the order they end in.
-SLEEPING = CONFIG % ", sleep: '${x}'"
+SLEEPING = CONFIG % ", sleep: '${default.x}'"
 
 NEVER_STARTS = "can never start: Slurm says PartitionConfig (it asks for more than the " \
                "partition or any node offers)"
@@ -235,7 +235,7 @@ def test_a_failed_job_fails_the_sweep_with_its_exit_code_and_a_report(
     make_project: Any, slurm: Any
 ) -> None:
     project = project_with(make_project, CONFIG % "")
-    result = run_scheduler(project, "-m", LAUNCHER, "x=0,3")
+    result = run_scheduler(project, "-m", LAUNCHER, "default.x=0,3")
     assert result.returncode == 3, result.stdout + result.stderr
     check_clean(result.stdout, result.stderr)
     sweep = sweep_folder(project)
@@ -243,7 +243,7 @@ def test_a_failed_job_fails_the_sweep_with_its_exit_code_and_a_report(
     check_job(sweep, 1, "failed", 3, b"x is 3\n")
     assert report(result.stderr) == [
         f"crude-link: 1 of 2 job(s) failed in {sweep}:",
-        *job_line(sweep, 1, "x=3", "failed, exit code 3"),
+        *job_line(sweep, 1, "default.x=3", "failed, exit code 3"),
     ], result.stderr
     assert slurm.wait_queue_empty(timeout=15) == []
 
@@ -253,7 +253,7 @@ def test_the_sweep_exits_with_the_first_failed_job_in_job_order(
 ) -> None:
     # Job 0 (x=2) sleeps 2 s, job 1 (x=1) 1 s: job 1 (usually) fails first, yet job 0 wins.
     project = project_with(make_project, SLEEPING)
-    result = run_scheduler(project, "-m", LAUNCHER, "x=2,1")
+    result = run_scheduler(project, "-m", LAUNCHER, "default.x=2,1")
     assert result.returncode == 2, result.stdout + result.stderr
     check_clean(result.stdout, result.stderr)
     sweep = sweep_folder(project)
@@ -261,8 +261,8 @@ def test_the_sweep_exits_with_the_first_failed_job_in_job_order(
     check_job(sweep, 1, "failed", 1, b"x is 1\n")
     assert report(result.stderr) == [
         f"crude-link: 2 of 2 job(s) failed in {sweep}:",
-        *job_line(sweep, 0, "x=2", "failed, exit code 2"),
-        *job_line(sweep, 1, "x=1", "failed, exit code 1"),
+        *job_line(sweep, 0, "default.x=2", "failed, exit code 2"),
+        *job_line(sweep, 1, "default.x=1", "failed, exit code 1"),
     ], result.stderr
     assert slurm.wait_queue_empty(timeout=15) == []
 
@@ -274,7 +274,7 @@ def test_jobs_run_at_once_sharing_the_lock_while_a_plain_run_exits_75(
     make_project: Any, slurm: Any, tmp_path: Path
 ) -> None:
     project = project_with(make_project, WAITING)
-    with started_sweep(project, tmp_path / "sweep", "x=0,1", "steps.0.arguments.exit_code=0") \
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1", "steps.0.arguments.exit_code=0") \
             as sweep:
         # Neither job can end before it is released: both waiting means both run at once.
         folder = sweep.wait_waiting(slurm)
@@ -313,7 +313,7 @@ def test_a_job_cancelled_with_sigterm_ends_as_interrupted_and_fails_the_sweep(
     """SIGTERM reaches the job's step (a plain scancel sends it KillWait = 30 s before SIGKILL):
     crude-link stops fate, writes interrupted/143 and ends through Hydra with a result."""
     project = project_with(make_project, WAITING)
-    with started_sweep(project, tmp_path / "sweep", "x=0,1") as sweep:
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1") as sweep:
         folder = sweep.wait_waiting(slurm)
         started = time.monotonic()
         scancel(*options, array_tasks(folder)[1])
@@ -331,7 +331,7 @@ def test_a_job_cancelled_with_sigterm_ends_as_interrupted_and_fails_the_sweep(
             / f"{array_tasks(folder)[1]}_0_result.pkl").exists()
     assert report(sweep.stderr()) == [
         f"crude-link: 1 of 2 job(s) failed in {folder}:",
-        *job_line(folder, 1, "x=1", "interrupted, exit code 143"),
+        *job_line(folder, 1, "default.x=1", "interrupted, exit code 143"),
     ], sweep.stderr()
     assert slurm.wait_queue_empty(timeout=15) == []
 
@@ -346,7 +346,7 @@ def test_jobs_killed_without_a_result_end_the_sweep_after_the_grace(
     ending the job as interrupted (a result) and srun's SIGKILL (no result, the usual
     outcome here). Either way the sweep ends, with a report that matches each job."""
     project = project_with(make_project, WAITING)
-    with started_sweep(project, tmp_path / "sweep", "x=0,1") as sweep:
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1") as sweep:
         folder = sweep.wait_waiting(slurm)
         tasks = array_tasks(folder)
         started = time.monotonic()
@@ -363,14 +363,14 @@ def test_jobs_killed_without_a_result_end_the_sweep_after_the_grace(
     for number in (0, 1):
         if results[number]:  # crude-link won the race
             check_job(folder, number, "interrupted", 143, f"x is {number}\nwaiting\n".encode())
-            expected += job_line(folder, number, f"x={number}", "interrupted, exit code 143")
+            expected += job_line(folder, number, f"default.x={number}", "interrupted, exit code 143")
         else:
             assert step_output(folder / str(number)) == f"x is {number}\nwaiting\n".encode()
             summary = load_json(folder / str(number) / "summary.json")
             assert summary["status"] == "running", summary  # killed mid-run
             out = slurm_log(folder, number).read_bytes()
             assert f"x is {number}\nwaiting\n".encode() in out, out
-            expected += [f"  job {number} (x={number}): {NO_RESULT}",
+            expected += [f"  job {number} (default.x={number}): {NO_RESULT}",
                          *slurm_lines(folder, number)]
     assert report(sweep.stderr()) == expected, sweep.stderr()
     assert slurm.squeue() == []
@@ -381,7 +381,7 @@ def test_a_job_that_can_never_start_is_cancelled_and_reported(
 ) -> None:
     project = project_with(make_project, CONFIG % "")
     started = time.monotonic()
-    result = run_scheduler(project, "-m", LAUNCHER, "x=0,3", "hydra.launcher.cpus_per_task=8")
+    result = run_scheduler(project, "-m", LAUNCHER, "default.x=0,3", "hydra.launcher.cpus_per_task=8")
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     assert elapsed < 40, elapsed  # the node has 2 CPUs: no waiting for 8
@@ -395,7 +395,7 @@ def test_a_job_that_can_never_start_is_cancelled_and_reported(
     assert len(tail) == 3, result.stderr
     for number, line in enumerate(tail[1:]):
         # No job folder, so no .hydra/overrides.yaml to name the job's overrides from.
-        assert re.fullmatch(rf"  job {number}( \(x={[0, 3][number]}\))?: "
+        assert re.fullmatch(rf"  job {number}( \(default.x={[0, 3][number]}\))?: "
                             rf"{re.escape(NEVER_STARTS)}", line), result.stderr
     assert slurm.squeue() == []
 
@@ -414,7 +414,7 @@ def test_a_signal_to_the_launching_process_cancels_the_sweeps_jobs(
     project = project_with(make_project, TRAPPING)
     name = signal.Signals(signum).name
     code_of_signal = 128 + signum
-    with started_sweep(project, tmp_path / "sweep", "x=0,1") as sweep:
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1") as sweep:
         folder = sweep.wait_waiting(slurm)
         started = time.monotonic()
         os.kill(sweep.proc.pid, signum)  # as Ctrl-C would (no terminal: send it ourselves)
@@ -436,7 +436,7 @@ def test_a_signal_to_the_launching_process_cancels_the_sweeps_jobs(
         # step, and crude-link, a task of that step, does not pass it on a second time.
         check_job(folder, number, "interrupted", code_of_signal,
                   f"x is {number}\nwaiting\nfate: got {name}\n".encode())
-        expected += job_line(folder, number, f"x={number}",
+        expected += job_line(folder, number, f"default.x={number}",
                              f"interrupted, exit code {code_of_signal}")
     assert report(sweep.stderr()) == expected, sweep.stderr()
 
@@ -481,7 +481,7 @@ def test_cancelling_the_sweep_signals_each_running_job_once(
     wrapper.chmod(0o755)
     env = scheduler_env()
     env["PATH"] = f"{wrappers}{os.pathsep}{env['PATH']}"
-    with started_sweep(project, tmp_path / "sweep", "x=0,1", env=env) as sweep:
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1", env=env) as sweep:
         folder = sweep.wait_waiting(slurm)
         listing = subprocess.run(["squeue", "--noheader", "--format", "%i %A %F"], check=True,
                                  capture_output=True, text=True, timeout=30).stdout
@@ -511,7 +511,7 @@ def test_a_job_near_its_time_limit_stops_its_step_and_ends_as_interrupted(
     would raise inside the running step; crude-link stops the step as for SIGTERM instead,
     so the job ends through Hydra, leaves its result, and the sweep says so and exits 143."""
     project = project_with(make_project, TRAPPING)
-    with started_sweep(project, tmp_path / "sweep", "x=0",
+    with started_sweep(project, tmp_path / "sweep", "default.x=0",
                        "hydra.launcher.timeout_min=1") as sweep:
         code = sweep.finish(timeout=120)
     assert code == 143, sweep.output()
@@ -528,7 +528,7 @@ def test_a_job_near_its_time_limit_stops_its_step_and_ends_as_interrupted(
     [task] = [path for path in (folder / ".submitit").iterdir() if any(path.glob("*_result.pkl"))]
     assert report(sweep.stderr()) == [
         f"crude-link: 1 of 1 job(s) failed in {folder}:",
-        f"  job 0 (x=0): interrupted, exit code 143; {folder / '0' / 'summary.json'}",
+        f"  job 0 (default.x=0): interrupted, exit code 143; {folder / '0' / 'summary.json'}",
         *(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*"))),
     ], sweep.stderr()
     said = "crude-link: stopped by SIGUSR2 (the Slurm job's time limit is near)\n"
