@@ -1384,6 +1384,55 @@ def resume_point(plan: List[PlannedStep], previous: Mapping[str, Any]
     return None
 
 
+@dataclass
+class RunPlan:
+    """What one run will do, decided before any I/O."""
+
+    steps: List[PlannedStep]  # every step of the config (summary.json lists them all)
+    selected: List[PlannedStep]  # what runs, in order
+    reused: Dict[int, str]  # step index -> the run folder it already succeeded in (resume)
+    output_dir: Path  # what ${hydra:runtime.output_dir} means for the steps
+    resumes: Optional[Path] = None  # the earlier run folder a resume continues
+    nothing_to_resume: bool = False  # that run succeeded: no step is to run
+
+
+Previous = Tuple[Path, Mapping[str, Any]]  # an earlier run's folder and its summary.json
+
+
+def steps_output_dir(run_dir: Path, previous: Optional[Previous]) -> Path:
+    """Return what ${hydra:runtime.output_dir} means for the steps of a run.
+
+    A resumed run continues the pipeline of the run it resumes: its steps read and write
+    that run's files, so the folder stays the one the first run of the chain had.
+    """
+    if previous is None:
+        return run_dir
+    return Path(previous[1].get("output_dir") or previous[0])
+
+
+def plan_run(steps: List[PlannedStep], options: SchedulerOptions, run_dir: Path,
+             previous: Optional[Previous], outputs: Path) -> Tuple[Optional[RunPlan], List[str]]:
+    """Return what a run will do, or the problems that prevent it (no run to resume).
+
+    previous is the newest run found under outputs, when the options ask to resume.
+    """
+    if not options.resume:
+        return RunPlan(steps, select_steps(steps, options), {}, run_dir), []
+    if previous is None:
+        return None, [f"scheduler.resume: there is no earlier run under {outputs} to resume"]
+    folder, summary = previous
+    output_dir = steps_output_dir(run_dir, previous)
+    start = resume_point(steps, summary)
+    if start is None:
+        return RunPlan(steps, [], {}, output_dir, folder, nothing_to_resume=True), []
+    selected = select_steps(steps, options, start)
+    first = min((p.index for p in selected), default=len(steps) + 1)
+    before = {entry.get("name"): entry for entry in summary.get("steps", [])}
+    reused = {p.index: str(before[p.name].get("reused_from", folder)) for p in steps
+              if p.index < first and before.get(p.name, {}).get("status") == SUCCEEDED}
+    return RunPlan(steps, selected, reused, output_dir, folder), []
+
+
 def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path] = None
                 ) -> Tuple[List[PlannedStep], SchedulerOptions, List[str]]:
     """Return the plan and options of a composed config, or the problems found in it."""
@@ -2082,37 +2131,27 @@ def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
 class RunRecord:
     """summary.json: the run and every step of the config, rewritten on each change."""
 
-    def __init__(self, run_dir: Path, plan: List[PlannedStep], selected: List[PlannedStep],
-                 reused: Optional[Tuple[Path, Mapping[str, Any]]] = None,
-                 output_dir: Optional[Path] = None) -> None:
+    def __init__(self, run_dir: Path, plan: RunPlan) -> None:
         self.path = run_dir / "summary.json"
-        chosen = {p.index for p in selected}
+        chosen = {p.index for p in plan.selected}
         self.data: Dict[str, Any] = {
             "status": RUNNING, "exit_code": None, "started": now_iso(), "finished": None,
             # What ${hydra:runtime.output_dir} meant for the steps (a resumed run's origin).
-            "output_dir": str(output_dir or run_dir),
+            "output_dir": str(plan.output_dir),
             "steps": [{
                 "index": p.index, "name": p.name, "command": mask_words(p.command, p.secrets),
                 "status": NOT_RUN if p.index in chosen else SKIPPED,
                 "exit_code": None, "attempts": 0, "started": None, "finished": None,
                 "duration_s": None, "log": p.log_name,
-            } for p in plan],
+            } for p in plan.steps],
         }
-        if reused:
-            self._reuse(*reused, first=min(chosen, default=len(plan) + 1))
+        for index, folder in plan.reused.items():  # a resumed run's earlier successes
+            self.data["steps"][index - 1].update(status=SUCCEEDED, exit_code=0, attempts=0,
+                                                 reused_from=folder)
         # One JSON line per step, re-encoded only when that step changes: rewriting the
         # file stays cheap however many steps there are.
         self._lines = [json.dumps(entry) for entry in self.data["steps"]]
         self.write()
-
-    def _reuse(self, previous_dir: Path, previous: Mapping[str, Any], first: int) -> None:
-        """Record the steps a resumed run starts after as the previous run's successes."""
-        before = {e.get("name"): e for e in previous.get("steps", [])}
-        for entry in self.data["steps"][:first - 1]:
-            old = before.get(entry["name"], {})
-            if old.get("status") == SUCCEEDED:
-                entry.update(status=SUCCEEDED, exit_code=0, attempts=0,
-                             reused_from=old.get("reused_from", str(previous_dir)))
 
     def step(self, planned: PlannedStep) -> Dict[str, Any]:
         entry: Dict[str, Any] = self.data["steps"][planned.index - 1]
@@ -2565,12 +2604,16 @@ def _in_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, steps_dir: Path,
-            previous: Optional[Tuple[Path, Dict[str, Any]]], stop: StopRequest) -> int:
-    """Run one job (a run, or one multirun job) of a checked plan; return its exit code."""
-    selected = select_steps(plan, options)
+def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopRequest) -> int:
+    """Run one job (a run, or one multirun job) of a plan; return its exit code."""
     if options.dry_run:
-        print_dry_run(selected, ROOT, run_dir, os.environ, len(plan))
+        print_dry_run(plan.selected, ROOT, run_dir, os.environ, len(plan.steps))
+        return EXIT_OK
+    if plan.nothing_to_resume:
+        console = Console(Terminal(sys.stdout.fileno(), options.quiet))
+        console.say(f"crude-link: the newest run ({plan.resumes}) succeeded: nothing to "
+                    "resume", "green")
+        console.terminal.close()
         return EXIT_OK
     try:
         lock, holder = (acquire_lock(ROOT / "outputs" / LOCK_FILE, run_dir, _in_multirun())
@@ -2586,26 +2629,16 @@ def run_job(plan: List[PlannedStep], options: SchedulerOptions, run_dir: Path, s
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:
-        if options.resume:
-            if previous is None:
-                print_problems([f"scheduler.resume: there is no earlier run under "
-                                f"{ROOT / 'outputs'} to resume"])
-                return EXIT_CONFIG_ERROR
-            start = resume_point(plan, previous[1])
-            if start is None:
-                console.say(f"crude-link: the newest run ({previous[0]}) succeeded: "
-                            "nothing to resume", "green")
-                return EXIT_OK
-            selected = select_steps(plan, options, start)
-            console.say(f"crude-link: resuming {previous[0]} at step {start} "
-                        f"'{plan[start - 1].name}'")
+        if plan.resumes is not None:
+            start = plan.selected[0] if plan.selected else None
+            console.say(f"crude-link: resuming {plan.resumes}"
+                        + (f" at step {start.index} '{start.name}'" if start else ""))
         pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
                             interactive=sys.stdin.isatty())
         link_latest(ROOT / "outputs", run_dir)
         stop.watchdog = Watchdog(options.kill_grace, lock)
-        record = RunRecord(run_dir, plan, selected, previous if options.resume else None,
-                           steps_dir)
-        return run_guarded(pipeline, record, selected)
+        record = RunRecord(run_dir, plan)
+        return run_guarded(pipeline, record, plan.selected)
     finally:
         console.terminal.close()
         if lock:
@@ -2836,20 +2869,21 @@ def main(cfg: DictConfig) -> None:
     OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
-    # A resumed run continues the pipeline of the run it resumes: its steps read and write
-    # that run's files, so `${hydra:runtime.output_dir}` keeps meaning that run's folder.
-    steps_dir = Path(previous[1].get("output_dir") or previous[0]) if previous else run_dir
-    with _steps_output_dir(steps_dir):
-        plan, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
+    with _steps_output_dir(steps_output_dir(run_dir, previous)):
+        steps, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
+    plan: Optional[RunPlan] = None
+    if not problems and not options.cron:
+        plan, problems = plan_run(steps, options, run_dir, previous, ROOT / "outputs")
     stop = StopRequest()
-    if problems:
+    if problems or plan is None and not options.cron:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
     elif options.cron:
         code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
         try:
-            code = run_job(plan, options, run_dir, steps_dir, previous, stop)
+            assert plan is not None
+            code = run_job(plan, options, run_dir, stop)
         except OSError as error:
             if error.errno is None:
                 raise

@@ -392,6 +392,55 @@ def test_resume_point(previous: Dict[str, Any], expected: Any) -> None:
     assert scheduler.resume_point(make_plan(), previous) == expected
 
 
+RUN = Path("/r/outputs/d/new")
+OLD = Path("/r/outputs/d/old")
+
+
+def test_a_plain_run_plans_the_selected_steps_in_its_own_folder() -> None:
+    plan, problems = scheduler.plan_run(make_plan(), scheduler.SchedulerOptions(skip="train"),
+                                        RUN, None, Path("/r/outputs"))
+    assert problems == [] and plan is not None
+    assert [p.name for p in plan.selected] == ["prep", "validate", "deploy"]
+    assert (plan.reused, plan.output_dir, plan.resumes) == ({}, RUN, None)
+
+
+def test_a_resume_with_no_earlier_run_is_a_problem_before_anything_runs() -> None:
+    plan, problems = scheduler.plan_run(make_plan(), scheduler.SchedulerOptions(resume=True),
+                                        RUN, None, Path("/r/outputs"))
+    assert plan is None
+    assert problems == ["scheduler.resume: there is no earlier run under /r/outputs to resume"]
+
+
+@pytest.mark.parametrize("previous, selected, reused", [
+    (previous_run("succeeded", *["succeeded"] * 4), [], {}),
+    (previous_run("failed", "succeeded", "failed", "not_run", "not_run"),
+     ["train", "validate", "deploy"], {1: str(OLD)}),
+    (previous_run("failed", "skipped", "succeeded", "timed_out", "not_run"),
+     ["validate", "deploy"], {2: str(OLD)}),  # a step the earlier run skipped is not reused
+])
+def test_a_resume_plans_from_the_failed_step_and_reuses_what_succeeded(
+        previous: Dict[str, Any], selected: List[str], reused: Dict[int, str]) -> None:
+    options = scheduler.SchedulerOptions(resume=True)
+    plan, problems = scheduler.plan_run(make_plan(), options, RUN, (OLD, previous),
+                                        Path("/r/outputs"))
+    assert problems == [] and plan is not None
+    assert [p.name for p in plan.selected] == selected
+    assert plan.reused == reused and plan.resumes == OLD
+    assert plan.nothing_to_resume is (selected == [])
+    assert plan.output_dir == OLD  # the steps go on reading and writing the first run's files
+
+
+def test_resuming_a_resumed_run_keeps_the_first_folder_of_the_chain() -> None:
+    previous = previous_run("failed", "succeeded", "succeeded", "failed", "not_run")
+    previous["output_dir"] = "/r/outputs/d/first"
+    previous["steps"][0]["reused_from"] = "/r/outputs/d/first"
+    plan, _ = scheduler.plan_run(make_plan(), scheduler.SchedulerOptions(resume=True), RUN,
+                                 (OLD, previous), Path("/r/outputs"))
+    assert plan is not None
+    assert plan.reused == {1: "/r/outputs/d/first", 2: str(OLD)}
+    assert plan.output_dir == Path("/r/outputs/d/first")
+
+
 def test_find_latest_run_picks_the_newest_start(tmp_path: Path) -> None:
     def run(day: str, folder: str, started: str) -> Path:
         path = tmp_path / day / folder
