@@ -2196,6 +2196,14 @@ class RunRecord:
         write_text_atomic(self.path, f'{head[:-2]},\n "steps": [\n  {steps}\n ]\n}}\n')
 
 
+def write_config_error(run_dir: Path, problems: List[str]) -> None:
+    """Record a multirun job's config problems as its summary.json, for the sweep report."""
+    now = now_iso()
+    write_text_atomic(run_dir / "summary.json", json.dumps({
+        "status": FAILED, "exit_code": EXIT_CONFIG_ERROR, "started": now, "finished": now,
+        "problems": problems, "steps": []}, indent=1) + "\n")
+
+
 # ── Messages ─────────────────────────────────────────────────────────────
 
 class Console:
@@ -2240,12 +2248,11 @@ def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
             for row in [header, *rows]]
 
 
-NO_STEP_RUN = "problem(s); no step was run"  # also how a sweep's report spots config errors
 
 
 def print_problems(problems: List[str]) -> None:
     """Print config problems to stderr, one per line, and to the log."""
-    heading = f"crude-link: the config has {len(problems)} {NO_STEP_RUN}:"
+    heading = f"crude-link: the config has {len(problems)} problem(s); no step was run:"
     log.error(heading)
     print(colored(heading, "red", attrs=["bold"]), file=sys.stderr)
     for problem in problems:
@@ -2878,6 +2885,8 @@ def main(cfg: DictConfig) -> None:
     if problems or plan is None and not options.cron:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
+        if _in_multirun():
+            write_config_error(run_dir, problems)
     elif options.cron:
         code = run_cron(options, *cron_invocation(HydraConfig.get()))
     else:
@@ -2986,6 +2995,50 @@ def _job_overrides(job: Path) -> str:
     """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
     words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
     return f" ({' '.join(words)})" if words else ""
+
+
+def sweep_report(folder: Path, problems: Mapping[str, str]) -> Tuple[List[str], int]:
+    """Return lines naming each failed job of a sweep folder and its logs, and the exit code.
+
+    problems holds what a watch of the sweep's Slurm jobs found, by job or array id. A job
+    that left no summary.json failed only if it also left no result: a dry run, or a resume
+    with nothing to do, writes no summary and succeeds.
+    """
+    slurm = {_job_number(path.name): path for path in (folder / ".submitit").glob("*")
+             if any(path.glob("*_submitted.pkl"))}
+    numbers = sorted({int(path.name) for path in folder.iterdir() if path.name.isdigit()}
+                     | set(slurm))
+    lines, codes = [], []
+    for number in numbers:
+        job = folder / str(number)
+        summary: Dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            summary = json.loads((job / "summary.json").read_text("utf-8"))
+        task = slurm.get(number)
+        problem = (problems.get(task.name.split("_")[0]) or problems.get(task.name)
+                   if task else None)
+        config_error = bool(summary.get("problems"))
+        if not problem and not config_error and (
+                summary.get("status") == SUCCEEDED
+                or not summary and (task is None or any(task.glob("*_result.pkl")))):
+            continue
+        code = summary.get("exit_code") or EXIT_FAILED
+        codes.append(code)
+        if problem:
+            how = problem
+        elif config_error:
+            how = f"config error, no step was run (exit code {code}); {job / 'scheduler.log'}"
+        elif summary:
+            how = f"{summary.get('status')}, exit code {code}; {job / 'summary.json'}"
+        else:
+            how = GONE_WITHOUT_RESULT
+        lines.append(f"  job {number}{_job_overrides(job)}: {how}")
+        if task:
+            lines.extend(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*")))
+    if lines:
+        lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
+                        f"in {folder}:")
+    return lines, codes[0] if codes else EXIT_OK
 
 
 # ── The sweep watch ──────────────────────────────────────────────────────
@@ -3119,48 +3172,9 @@ class SweepWatch:
             _scancel(job)
 
     def report(self) -> Tuple[List[str], int]:
-        """Return lines naming each failed job and its logs, and the exit code to end with.
-
-        A job that left no summary.json failed only if it also left no result: a dry run,
-        or a resume with nothing to do, writes no summary and succeeds.
-        """
+        """Return the sweep report of this process's sweep folder, with what the watch saw."""
         folder = self.sweep_dir()
-        if folder is None:
-            return [], EXIT_OK
-        slurm = {_job_number(path.name): path for path in (folder / ".submitit").glob("*")
-                 if any(path.glob("*_submitted.pkl"))}
-        numbers = sorted({int(path.name) for path in folder.iterdir() if path.name.isdigit()}
-                         | set(slurm))
-        lines, codes = [], []
-        for number in numbers:
-            job = folder / str(number)
-            summary: Dict[str, Any] = {}
-            with contextlib.suppress(OSError, ValueError):
-                summary = json.loads((job / "summary.json").read_text("utf-8"))
-            task = slurm.get(number)
-            problem = self._problem(task.name) if task else None
-            config_error = not summary and NO_STEP_RUN in _read_text(job / "scheduler.log")
-            if not problem and not config_error and (
-                    summary.get("status") == SUCCEEDED
-                    or not summary and (task is None or any(task.glob("*_result.pkl")))):
-                continue
-            code = EXIT_CONFIG_ERROR if config_error else summary.get("exit_code") or EXIT_FAILED
-            codes.append(code)
-            if problem:
-                how = problem
-            elif config_error:
-                how = f"config error, no step was run (exit code {code}); {job / 'scheduler.log'}"
-            elif summary:
-                how = f"{summary.get('status')}, exit code {code}; {job / 'summary.json'}"
-            else:
-                how = GONE_WITHOUT_RESULT
-            lines.append(f"  job {number}{_job_overrides(job)}: {how}")
-            if task:
-                lines.extend(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*")))
-        if lines:
-            lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
-                            f"in {folder}:")
-        return lines, codes[0] if codes else EXIT_OK
+        return sweep_report(folder, self.problems) if folder else ([], EXIT_OK)
 
 
 def _sent_to_slurm(folder: Path) -> bool:
@@ -3168,6 +3182,8 @@ def _sent_to_slurm(folder: Path) -> bool:
     return any("#SBATCH" in _read_text(script)
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
+
+# ── A sweep, from the launching process ───────────────────────────────────
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
