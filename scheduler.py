@@ -5,12 +5,40 @@ checks every step, then runs each step's script as a child process in the root
 folder (the folder of this file), streaming its output to the terminal and into
 `<run dir>/NN-<name>.log`. When a step fails it asks what to do next (retry,
 rerun the pipeline, skip, abort) or, with no terminal, stops. `summary.json` in
-the run folder always tells the state of the run. The behaviour is specified in
-CONTRACT.md; README.md is the user's guide.
+the run folder always tells the state of the run. README.md is the user's guide.
 
-Sections: constants · schema · step checks · option checks · planning (pure) · secrets
-(pure) · argument rendering (pure) · running a step (I/O) · failure dialog (I/O) · run
-record · pipeline · lock, resume and dry run (I/O) · cron · main · command line
+Sections, in the order one run meets them (the function to read first):
+  Constants
+  Schema                                   Step, SchedulerOptions, PlannedStep
+  Reading the config: its file             check_config_file (before Hydra: compose_yaml)
+  Reading the config: its shape and size   shape_problems
+  Reading the config: resolving, naming    resolve_section, derive_names
+  Argument rendering: OmegaConf and Hydra  render_value, render_hydra_value
+  Argument rendering: options, the table   ARGUMENT_STYLES, render_arguments
+  Secrets (pure)                           find_secrets, mask
+  Checks: keys and types                   has_type, wrong_types
+  Checks: a step                           check_step
+  Checks: the schedule                     check_schedule
+  Checks: options and the whole config     check_config
+  Planning (pure)                          plan_steps, plan_run -> RunPlan, load_config
+  Stopping a step: when the scheduler dies Watchdog
+  Stopping a step: signals                 StopRequest (and which handler is live when)
+  Stopping a step: on Slurm                SlurmJob, step_signaller
+  Stopping a step: the schedule            StopSchedule
+  Running a step (I/O)                     run_attempt
+  Failure dialog (I/O)                     ask_what_next
+  Run record                               RunRecord (summary.json)
+  Messages                                 Console, summary_table, print_problems
+  The pipeline: context and messages       Pipeline, announce_attempt, print_failure
+  The pipeline: running it                 run_pipeline, run_step
+  The run lock                             acquire_lock
+  One job                                  run_job, run_guarded
+  Cron                                     run_cron, cron_entry, edit_crontab
+  Hydra's main                             main
+  The sweep report                         sweep_report
+  The sweep watch                          SweepWatch
+  A sweep, from the launching process      run_multirun
+  Command line                             _main(argv), help_text, default_overrides
 """
 
 import contextlib
@@ -41,11 +69,12 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 # Start-up makes a great many long-lived objects, which the cyclic garbage collector would
 # go over again and again, for nothing: it is off while Hydra is imported, and what was made
 # by then, and by Hydra's composing the config, is frozen (never scanned again), in the
-# `__main__` block and in main(). A one-step run, medians of 15 here: 892 ms -> 740 ms.
+# `__main__` block and in main(). Importing the module (the unit tests) leaves it alone.
 if __name__ == "__main__":
     gc.disable()
 
 import hydra  # noqa: E402
+import yaml  # noqa: E402 - PyYAML: omegaconf imports it anyway
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
@@ -58,106 +87,45 @@ from termcolor import colored  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
-
 EXIT_OK = 0
-
-
 EXIT_FAILED = 1  # a multirun job that failed without an exit code of its own
-
-
 EXIT_CONFIG_ERROR = 2
-
-
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: crude-link itself failed
-
-
 EXIT_LOCKED = 75
-
-
 EXIT_TIMEOUT = 124
-
-
 EXIT_CANNOT_EXECUTE = 126
-
-
 EXIT_NOT_FOUND = 127
-
-
 EXIT_SIGNAL_BASE = 128
 
-
-EXIT_INTERRUPT = EXIT_SIGNAL_BASE + signal.SIGINT  # 130
-
-
-EXIT_TERMINATED = EXIT_SIGNAL_BASE + signal.SIGTERM  # 143
-
-
 PIPE_SIZE = 1024 * 1024
-
-
 CHUNK_SIZE = PIPE_SIZE  # read what the pipe holds: 16x fewer reads and writes than 64 KiB
-
-
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in Python 3.10+; Linux's value
-
-
 TAIL_BYTES = 8 * 1024  # enough for the last lines shown in a failure warning
-
-
 TAIL_LINES = 10
-
-
 POLL_INTERVAL = 0.25  # how often a silent step is checked for exit, timeout, signals
-
-
 SLURM_TIMEOUT = 30.0  # for squeue and scancel, when an srun step has to be stopped
-
-
 MAX_CONFIG_DEPTH = 32  # OmegaConf itself fails at ~80 levels of mappings
-
-
 MAX_CONFIG_VALUES = 50_000  # Hydra takes about 10 s to compose that many
 
-
 LOCK_FILE = ".crude-link.lock"  # in <root>/outputs/
-
-
 MASK = "***"  # what crude-link shows instead of a secret value
-
 
 # A key holding one of these (Airflow's list; case-insensitive) holds a secret.
 SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential",
                 "private_key")
 
-
 ARGUMENT_FORMAT = "{key}={value}"  # a step's default argument_format
-
-
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
-
-
 CRON_ACTIONS = ("print", "install", "remove")
-
-
 CRON_LOG = "cron.log"  # in <root>/outputs/
-
-
 LATEST_LINK = "latest"  # <root>/outputs/latest -> the newest run folder
-
-
 CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
-
-
 CHOICE_WORDS = {"retry": "retry", "pipeline": "pipeline", "rerun": "pipeline",
                 "skip": "skip", "abort": "abort"}
 
-
 # Step and run states, as written to summary.json.
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT = "running", "succeeded", "failed", "timed_out"
-
-
 INTERRUPTED, SKIPPED, NOT_RUN, ABORTED = "interrupted", "skipped", "not_run", "aborted"
-
 
 log = logging.getLogger("crude-link")
 
@@ -229,8 +197,6 @@ class SchedulerOptions:
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
-
-
 OPTION_KEYS = frozenset(f.name for f in fields(SchedulerOptions))
 
 
@@ -304,8 +270,6 @@ def configured_run_dirs(text: Optional[str]) -> List[str]:
     """Return which of hydra.run.dir / hydra.sweep.dir the primary config's text sets."""
     if text is None or not re.search(r"^hydra\s*:", text, re.MULTILINE):
         return []  # the usual case: no YAML parse at start-up
-    import yaml  # PyYAML comes with omegaconf
-
     with contextlib.suppress(yaml.YAMLError, AttributeError):  # hydra: 3 is reported later
         node = (yaml.safe_load(text) or {}).get("hydra") or {}
         return [f"hydra.{key}.dir" for key in ("run", "sweep")
@@ -345,8 +309,6 @@ def compose_yaml(text: str) -> Tuple[Any, Optional[str]]:
     before it counts. A key repeated in a mapping, which OmegaConf refuses, is one too.
     Nothing is constructed: merges (<<) of merges could take for ever (shape_problems says).
     """
-    import yaml  # PyYAML comes with omegaconf
-
     try:
         node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
@@ -372,8 +334,6 @@ def _at(found: Any) -> str:
 
 def _repeated_key(root: Any) -> Optional[str]:
     """Return the first key repeated in a mapping of a YAML node tree, as a problem, or None."""
-    import yaml  # PyYAML comes with omegaconf
-
     seen, todo = set(), [root] if root is not None else []
     while todo:
         node = todo.pop()
@@ -402,8 +362,6 @@ def shape_problems(root: Any) -> List[str]:
     Aliases are counted as the copies OmegaConf makes of them: a few hundred bytes of
     anchors and aliases can stand for billions of values (hours and gigabytes in Hydra).
     """
-    import yaml  # PyYAML comes with omegaconf
-
     if root is None:
         return []
     if not isinstance(root, yaml.MappingNode):
@@ -429,8 +387,6 @@ def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
 
     known: node id → its (values, levels), or None while its children are being measured.
     """
-    import yaml  # PyYAML comes with omegaconf
-
     if depth > MAX_CONFIG_DEPTH:
         raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep{_at(node)}")
     if id(node) in known:
@@ -460,8 +416,6 @@ def _measure(node: Any, depth: int, known: Dict[int, Optional[Tuple[int, int]]]
 
 def _defaults_problems(node: Any) -> List[str]:
     """Return the problems of a `defaults:` list: Hydra's, of config groups; not step templates."""
-    import yaml  # PyYAML comes with omegaconf
-
     hint = ("defaults: is Hydra's list of configs to compose; step templates go in "
             "'default:' (did you mean 'default'?)")
     if not isinstance(node, yaml.SequenceNode):
@@ -603,7 +557,6 @@ def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]
 _SPECIAL_WORDS = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off", "null",
                             "nan", "inf"])
 
-
 _BARE = re.compile(r"(?:[A-Za-z_/]|\.[./])[A-Za-z0-9_./@%+-]*\Z")
 
 
@@ -694,11 +647,7 @@ def render_omegaconf(key: str, value: Any, fmt: str) -> List[str]:
 
 # Plain words that Hydra's override grammar reads as something else than that string.
 _HYDRA_WORDS = frozenset(["true", "false", "null", "inf", "nan"])
-
-
 _HYDRA_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*\Z")
-
-
 _HYDRA_KEY = re.compile(r"[A-Za-z0-9_/.+$%*@?|-]+\Z")
 
 
@@ -813,7 +762,6 @@ ARGUMENT_STYLES: Dict[str, Callable[[str, Any, str], List[str]]] = {
     "argparse": render_argparse,
     "click": render_click,
 }
-
 
 FORMATTED_STYLES = ("omegaconf", "hydra")  # the styles that argument_format applies to
 
@@ -1101,7 +1049,6 @@ def step_path(path: Optional[str], python: str) -> str:
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
                 ("day of week", 0, 7))
 
-
 _CRON_NAMES = {
     "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
     "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
@@ -1235,7 +1182,8 @@ def check_selection(names: List[str], options: Any) -> List[str]:
 
 
 def check_config(steps: Any, options: Any, defaults: Any, root: Path,
-                 python: str = "", path: Optional[str] = None) -> List[str]:
+                 python: str = "", path: Optional[str] = None,
+                 named: Optional[Tuple[List[str], List[str]]] = None) -> List[str]:
     """Return every problem with the resolved `steps` and `scheduler` sections.
 
     Programs are looked up on path as the steps get it: python's folder first.
@@ -1245,7 +1193,8 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path,
                 "(each a mapping with a 'script')"]
     if not isinstance(steps, list):
         return [f"steps: must be a list of steps, got {type(steps).__name__}"]
-    names, problems = derive_names(steps, defaults)
+    names, problems = named or derive_names(steps, defaults)  # named: derived by the caller
+    problems = list(problems)
     option_problems = check_options(options)
     options = options if isinstance(options, dict) else {}
     style = options.get("argument_style")
@@ -1328,7 +1277,6 @@ def plan_steps(steps: List[Dict[str, Any]], names: List[str], root: Path, python
     planned = []
     for position, (raw, name) in enumerate(zip(steps, names), start=1):
         step = Step(**raw)
-        step.name = name
         log_name = log_file_name(position, name)
         step_dir = run_dir / Path(log_name).stem if run_dir is not None else None
         command = build_command(step, root, python, default_launcher, default_style, step_dir)
@@ -1442,9 +1390,11 @@ def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path
     defaults = _section(cfg, "default", unresolved)
     if isinstance(defaults, (DictConfig, ListConfig)):
         defaults = OmegaConf.to_container(defaults)  # plain user data: left unresolved
-    names = derive_names(steps, defaults)[0] if isinstance(steps, list) else []
+    named = derive_names(steps, defaults) if isinstance(steps, list) else None
+    names = named[0] if named else []
     problems = check_top_level(list(cfg), defaults)
-    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"))
+    problems += check_config(steps, options, defaults, root, python, os.environ.get("PATH"),
+                             named)
     problems += name_steps_in(unresolved, names)
     if problems:
         return [], SchedulerOptions(), problems
@@ -2082,9 +2032,8 @@ def now_iso() -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write text to path through a temporary file, so readers never see half a file.
 
-    A new file every time: reusing the replaced one (0.05 ms instead of 0.25-1 ms here) would
-    show a reader that still has it open part of a later version, and at each step boundary
-    two rewrites come back to back (tried and measured: 845 of 3866 chunked reads broken).
+    A new file every time: a reader that still has the replaced one open keeps reading one
+    whole version, even when two rewrites come back to back, as at each step boundary.
     """
     tmp = path.with_name(f".{path.name}.tmp")
     data = text.encode("utf-8")
@@ -2092,8 +2041,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             # Blocks allocated up front: ext4 then has no delayed allocation to flush when the
-            # rename replaces the old file (auto_da_alloc), a wait that grows when the disk is
-            # busy (measured here: 0.34 → 0.23 ms a rewrite under load, 0.22 → 0.20 idle).
+            # rename replaces the old file (auto_da_alloc), a wait that grows on a busy disk.
             with contextlib.suppress(AttributeError, OSError):
                 os.posix_fallocate(fd, 0, len(data))  # type: ignore[attr-defined,unused-ignore]
             write_all(fd, data)
@@ -2826,8 +2774,6 @@ def _log_to_file_only() -> None:
 
 
 _job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
-
-
 _LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
@@ -2944,8 +2890,6 @@ def _inside_main() -> bool:
 
 def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
     """Return the fault of the machine or the YAML error behind an error, or None."""
-    import yaml  # PyYAML comes with omegaconf
-
     fault = machine_fault(error)
     for _ in range(10):
         if fault is not None or error is None or isinstance(error, yaml.YAMLError):
@@ -3051,9 +2995,7 @@ NEVER_STARTS = frozenset([
     "AssocMaxCpuPerJobLimit", "AssocMaxGRESPerJob", "AssocMaxNodePerJobLimit",
     "AssocMaxWallDurationPerJobLimit"])
 
-
 SWEEP_POLL = 2.0  # seconds between two looks at the sweep's jobs in squeue
-
 
 # How long jobs gone from squeue may take to show their results (a shared file system's
 # attribute cache may lag) before the sweep stops waiting for them.
@@ -3106,8 +3048,8 @@ class SweepWatch:
             jobs = self.queued(folder) if folder else None
             if folder is None or jobs is None:
                 continue
-            for job, _, state, reason in jobs:
-                if state == "PENDING" and reason in NEVER_STARTS and job not in self.problems:
+            for job, state, reason in jobs:
+                if state == "PENDING" and reason in NEVER_STARTS and not self._problem(job):
                     self.problems[job.split("_[")[0]] = (
                         f"can never start: Slurm says {reason} (it asks for more than the "
                         f"partition or any node offers)")
@@ -3129,8 +3071,8 @@ class SweepWatch:
     def _problem(self, job: str) -> Optional[str]:
         return self.problems.get(job.split("_")[0]) or self.problems.get(job)
 
-    def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str, str]]]:
-        """Return (job id, array id, state, reason) of the sweep's jobs in squeue, or None.
+    def queued(self, folder: Path) -> Optional[List[Tuple[str, str, str]]]:
+        """Return (job id, state, reason) of the sweep's jobs in squeue, or None.
 
         Job ids are as submitit names its folders, 11_2 for array task 2 (squeue's JobID
         would give the array's own id, 11, to one of its tasks, and scancel 11 means them
@@ -3140,9 +3082,8 @@ class SweepWatch:
         if rows is None:
             return None
         inside = f"{folder}{os.sep}"
-        jobs = [(re.sub(r"%\d+\]$", "]", job), state, reason)  # 11_[2-3%4]: 4 at once
+        return [(re.sub(r"%\d+\]$", "]", job), state, reason)  # 11_[2-3%4]: 4 at once
                 for job, state, reason, out in rows if out.startswith(inside)]
-        return [(job, job.split("_")[0], state, reason) for job, state, reason in jobs]
 
     @staticmethod
     def without_result(folder: Path) -> List[str]:
@@ -3160,7 +3101,7 @@ class SweepWatch:
         if not folder or not jobs:
             return
         print(f"crude-link: cancelling the sweep's {len(jobs)} job(s) in Slurm", file=sys.stderr)
-        for job, _, state, _ in jobs:
+        for job, state, _ in jobs:
             if state == "PENDING":
                 _scancel(job)
             else:
@@ -3168,7 +3109,7 @@ class SweepWatch:
         end = time.monotonic() + NO_RESULT_GRACE
         while (left := self.queued(folder)) and time.monotonic() < end:
             time.sleep(0.2)
-        for job, _, _, _ in left or []:
+        for job, _, _ in left or []:
             _scancel(job)
 
     def report(self) -> Tuple[List[str], int]:
@@ -3295,7 +3236,6 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int,
 # Hydra's flags that take a value; its --info takes one optionally.
 _VALUE_FLAGS = frozenset(["--cfg", "-c", "--package", "-p", "--config-path", "-cp",
                           "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"])
-
 
 _INFO_CHOICES = frozenset(["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
 

@@ -1,7 +1,7 @@
 """End to end: a multirun whose jobs run as a Slurm job array (hydra-submitit-launcher).
 
-`python scheduler.py -m hydra/launcher=submitit_slurm default.x=0,3` on the real single-node Slurm of
-the `slurm` fixture (tests/conftest.py: 2 CPUs, partition debug, no accounting, so submitit
+`python scheduler.py -m hydra/launcher=submitit_slurm default.x=0,3` on the real single-node
+Slurm of the `slurm` fixture (tests/conftest.py: 2 CPUs, partition debug, no accounting, so submitit
 warns about sacct). Each job's folder is <sweep>/<n>/ (summary.json, 01-fate.log, .hydra/),
 what its pipeline printed is in <sweep>/.submitit/<array>_<n>/<array>_<n>_0_log.out, and the
 launching process ends with a report of the jobs that failed, never a traceback or a hang.
@@ -274,8 +274,8 @@ def test_jobs_run_at_once_sharing_the_lock_while_a_plain_run_exits_75(
     make_project: Any, slurm: Any, tmp_path: Path
 ) -> None:
     project = project_with(make_project, WAITING)
-    with started_sweep(project, tmp_path / "sweep", "default.x=0,1", "steps.0.arguments.exit_code=0") \
-            as sweep:
+    with started_sweep(project, tmp_path / "sweep", "default.x=0,1",
+                       "steps.0.arguments.exit_code=0") as sweep:
         # Neither job can end before it is released: both waiting means both run at once.
         folder = sweep.wait_waiting(slurm)
         plain = run_scheduler(project, "~steps.0.arguments.wait_for")
@@ -363,7 +363,8 @@ def test_jobs_killed_without_a_result_end_the_sweep_after_the_grace(
     for number in (0, 1):
         if results[number]:  # crude-link won the race
             check_job(folder, number, "interrupted", 143, f"x is {number}\nwaiting\n".encode())
-            expected += job_line(folder, number, f"default.x={number}", "interrupted, exit code 143")
+            expected += job_line(folder, number, f"default.x={number}",
+                                 "interrupted, exit code 143")
         else:
             assert step_output(folder / str(number)) == f"x is {number}\nwaiting\n".encode()
             summary = load_json(folder / str(number) / "summary.json")
@@ -381,7 +382,8 @@ def test_a_job_that_can_never_start_is_cancelled_and_reported(
 ) -> None:
     project = project_with(make_project, CONFIG % "")
     started = time.monotonic()
-    result = run_scheduler(project, "-m", LAUNCHER, "default.x=0,3", "hydra.launcher.cpus_per_task=8")
+    result = run_scheduler(project, "-m", LAUNCHER, "default.x=0,3",
+                           "hydra.launcher.cpus_per_task=8")
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     assert elapsed < 40, elapsed  # the node has 2 CPUs: no waiting for 8
@@ -506,10 +508,11 @@ def test_cancelling_the_sweep_signals_each_running_job_once(
 def test_a_job_near_its_time_limit_stops_its_step_and_ends_as_interrupted(
     make_project: Any, slurm: Any, tmp_path: Path
 ) -> None:
-    """submitit asks Slurm for SIGUSR2 90 s before a job's time limit; with a 1-minute limit
-    it comes at once (Slurm checks time limits every few seconds). submitit's own handler
-    would raise inside the running step; crude-link stops the step as for SIGTERM instead,
-    so the job ends through Hydra, leaves its result, and the sweep says so and exits 143."""
+    """submitit asks Slurm for SIGUSR2 120 s (its signal_delay_s) before a job's time limit;
+    with a 1-minute limit it comes at once (Slurm checks time limits every few seconds).
+    submitit's own handler would raise inside the running step; crude-link stops the step as
+    for SIGTERM instead, so the job ends through Hydra, leaves its result, and the sweep says
+    so and exits 143."""
     project = project_with(make_project, TRAPPING)
     with started_sweep(project, tmp_path / "sweep", "default.x=0",
                        "hydra.launcher.timeout_min=1") as sweep:
