@@ -64,7 +64,19 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 # Start-up makes a great many long-lived objects, which the cyclic garbage collector would
 # go over again and again, for nothing: it is off while Hydra is imported, and what was made
@@ -560,8 +572,19 @@ _SPECIAL_WORDS = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off",
 _BARE = re.compile(r"(?:[A-Za-z_/]|\.[./])[A-Za-z0-9_./@%+-]*\Z")
 
 
-def render_value(value: Any) -> str:
-    """Return a value as text that OmegaConf.from_cli (YAML) reads back unchanged."""
+class _Dialect(NamedTuple):
+    """How one parser writes what JSON-like values share no spelling for."""
+
+    nan: str
+    inf: str  # -inf is "-" + inf
+    colon: str  # between a key and its value in a mapping
+    comma: str  # between the entries of a mapping
+    key: Callable[[Any], str]
+    string: Callable[[str], str]
+
+
+def _render(value: Any, dialect: _Dialect) -> str:
+    """Return a value as the dialect's parser writes it: null, true, 1, 0.5, [a,b], {k: v}."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -570,16 +593,21 @@ def render_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         if math.isnan(value):
-            return ".nan"
+            return dialect.nan
         if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
+            return dialect.inf if value > 0 else "-" + dialect.inf
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(render_value(v) for v in value) + "]"
+        return "[" + ",".join(_render(v, dialect) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{render_key(k)}: {render_value(v)}"
-                               for k, v in value.items()) + "}"
-    return render_string(str(value))
+        return "{" + dialect.comma.join(f"{dialect.key(k)}{dialect.colon}{_render(v, dialect)}"
+                                        for k, v in value.items()) + "}"
+    return dialect.string(str(value))
+
+
+def render_value(value: Any) -> str:
+    """Return a value as text that OmegaConf.from_cli (YAML) reads back unchanged."""
+    return _render(value, _YAML)
 
 
 def render_key(key: Any) -> str:
@@ -607,6 +635,9 @@ def escape_interpolations(text: str) -> str:
         return text
     # Backslashes right before "${" are doubled, then "${" becomes "\${".
     return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+
+
+_YAML = _Dialect(".nan", ".inf", ": ", ", ", key=render_key, string=render_string)
 
 
 def _is_yaml_printable(char: str) -> bool:
@@ -653,24 +684,7 @@ _HYDRA_KEY = re.compile(r"[A-Za-z0-9_/.+$%*@?|-]+\Z")
 
 def render_hydra_value(value: Any) -> str:
     """Return a value in Hydra's override grammar, read back with the same value and type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(render_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_hydra_key(k)}:{render_hydra_value(v)}"
-                              for k, v in value.items()) + "}"
-    return _hydra_string(str(value))
+    return _render(value, _HYDRA)
 
 
 def _hydra_key(key: Any) -> str:
@@ -701,6 +715,9 @@ def _hydra_string(text: str) -> str:
     text = re.sub(r"(\\*)" + quote, lambda m: m.group(1) * 2 + "\\" + quote, text)
     text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
     return quote + text + quote
+
+
+_HYDRA = _Dialect("nan", "inf", ":", ",", key=_hydra_key, string=_hydra_string)
 
 
 def render_hydra(key: str, value: Any, fmt: str) -> List[str]:
