@@ -2831,7 +2831,13 @@ def _wants_resume(cfg: DictConfig) -> bool:
     return False
 
 
-@hydra.main(version_base="1.3", config_path=".", config_name="config")
+# Hydra 1.3 needs version_base="1.3" (without it, it warns and behaves as 1.1 did); Hydra 1.4
+# deprecates the parameter, warning on every run even for None, and has no older behaviour.
+_VERSION_BASE: Dict[str, Any] = (
+    {"version_base": "1.3"} if tuple(map(int, hydra.__version__.split(".")[:2])) < (1, 4) else {})
+
+
+@hydra.main(config_path=".", config_name="config", **_VERSION_BASE)
 def main(cfg: DictConfig) -> None:
     if not _job_exit_codes:  # a process's first job only: in a multirun's later jobs, it
         gc.freeze()  # would freeze the earlier jobs' garbage too, never to be freed
