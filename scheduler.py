@@ -92,6 +92,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, read_write  # noqa: E402
+from omegaconf import __version__ as omegaconf_version  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from termcolor import colored  # noqa: E402
 
@@ -2835,6 +2836,10 @@ def _wants_resume(cfg: DictConfig) -> bool:
 # deprecates the parameter, warning on every run even for None, and has no older behaviour.
 _VERSION_BASE: Dict[str, Any] = (
     {"version_base": "1.3"} if tuple(map(int, hydra.__version__.split(".")[:2])) < (1, 4) else {})
+# OmegaConf 2.4 renamed register_new_resolver to register_resolver and warns at the old name;
+# OmegaConf 2.3's register_resolver is the deprecated legacy kind (string arguments only).
+_REGISTER_RESOLVER = ("register_new_resolver" if omegaconf_version.startswith("2.3.")
+                      else "register_resolver")
 
 
 @hydra.main(config_path=".", config_name="config", **_VERSION_BASE)
@@ -2842,7 +2847,7 @@ def main(cfg: DictConfig) -> None:
     if not _job_exit_codes:  # a process's first job only: in a multirun's later jobs, it
         gc.freeze()  # would freeze the earlier jobs' garbage too, never to be freed
     _log_to_file_only()
-    OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
+    getattr(OmegaConf, _REGISTER_RESOLVER)("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
     with _steps_output_dir(steps_output_dir(run_dir, previous)):
