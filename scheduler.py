@@ -20,12 +20,14 @@ Sections, in the order one run meets them (the function to read first):
   Checks: a step                           check_step
   Checks: the schedule                     check_schedule
   Checks: options and the whole config     check_config
-  Planning (pure)                          plan_steps, plan_run -> RunPlan, load_config
+  Planning: commands and environment      build_command, step_env, plan_steps
+  Planning: the run                        plan_run -> RunPlan, load_config
   Stopping a step: when the scheduler dies Watchdog
   Stopping a step: signals                 StopRequest (and which handler is live when)
   Stopping a step: on Slurm                SlurmJob, step_signaller
   Stopping a step: the schedule            StopSchedule
-  Running a step (I/O)                     run_attempt
+  Running a step: its output               Terminal, Sinks
+  Running a step: the attempt              run_attempt
   Failure dialog (I/O)                     ask_what_next
   Run record                               RunRecord (summary.json)
   Messages                                 Console, summary_table, print_problems
@@ -35,6 +37,7 @@ Sections, in the order one run meets them (the function to read first):
   One job                                  run_job, run_guarded
   Cron                                     run_cron, cron_entry, edit_crontab
   Hydra's main                             main
+  Hydra's error reports                    HeldErrorReport, report_hydra_error
   The sweep report                         sweep_report
   The sweep watch                          SweepWatch
   A sweep, from the launching process      run_multirun
@@ -1226,7 +1229,7 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path,
     return problems + option_problems + check_selection(names, options)
 
 
-# ── Planning (pure) ──────────────────────────────────────────────────────
+# ── Planning: commands and environment (pure) ──────────────────────────────────────────────────────
 
 def log_file_name(index: int, name: str) -> str:
     """Return the log file name of a step: NN-<name>.log, safe for any name."""
@@ -1320,6 +1323,8 @@ def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: 
     secrets = tuple(sorted({secret for secret in found if secret}, key=lambda s: (-len(s), s)))
     return [replace(planned, secrets=secrets) for planned in plan]
 
+
+# ── Planning: the run (pure) ─────────────────────────────────────────────
 
 def select_steps(plan: List[PlannedStep], options: SchedulerOptions,
                  start: int = 1) -> List[PlannedStep]:
@@ -1795,7 +1800,7 @@ class StopSchedule:
         return self.killed_at is not None and now >= self.killed_at + 4 * POLL_INTERVAL
 
 
-# ── Running a step (I/O) ─────────────────────────────────────────────────
+# ── Running a step: its output (I/O) ─────────────────────────────────────────────────
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of data to fd (os.write may write less)."""
@@ -1859,6 +1864,8 @@ class Sinks:
     terminal: Terminal
     announce: Callable[[], None]  # called as soon as the command has started (or failed to)
 
+
+# ── Running a step: the attempt (I/O) ────────────────────────────────────
 
 def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks,
                 policy: StopPolicy) -> Attempt:
@@ -2881,6 +2888,8 @@ def main(cfg: DictConfig) -> None:
         raise JobFailed(f"crude-link: job {HydraConfig.get().job.num} failed "
                         f"(exit code {code}); its run folder: {run_dir}")
 
+
+# ── Hydra's error reports ────────────────────────────────────────────────
 
 class HeldErrorReport:
     """sys.stderr while Hydra sets a job up: holds back its traceback of an error crude-link
