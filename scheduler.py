@@ -1229,7 +1229,7 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path,
     return problems + option_problems + check_selection(names, options)
 
 
-# ── Planning: commands and environment (pure) ──────────────────────────────────────────────────────
+# ── Planning: commands and environment (pure) ────────────────────────────
 
 def log_file_name(index: int, name: str) -> str:
     """Return the log file name of a step: NN-<name>.log, safe for any name."""
@@ -1727,7 +1727,7 @@ def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], No
     return lambda signum: signal_group(pid, signum), None
 
 
-# ── Stopping a step: the schedule ─────────────────────────────────────────
+# ── Stopping a step: the schedule ────────────────────────────────────────
 
 @dataclass
 class StopPolicy:
@@ -1800,7 +1800,7 @@ class StopSchedule:
         return self.killed_at is not None and now >= self.killed_at + 4 * POLL_INTERVAL
 
 
-# ── Running a step: its output (I/O) ─────────────────────────────────────────────────
+# ── Running a step: its output (I/O) ─────────────────────────────────────
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of data to fd (os.write may write less)."""
@@ -3161,7 +3161,7 @@ def _sent_to_slurm(folder: Path) -> bool:
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
-# ── A sweep, from the launching process ───────────────────────────────────
+# ── A sweep, from the launching process ──────────────────────────────────
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
