@@ -2505,10 +2505,40 @@ def lock_refusal(holder: str, root: Path) -> str:
 # ── One job: latest, dry run, the guarded pipeline ───────────────────────
 
 HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
+DATE_FOLDER = re.compile(r"\d{4}-\d\d-\d\d")  # outputs/<date>/, as default_overrides names it
 
 
-def remove_unused_run_dir(run_dir: Path) -> None:
-    """Remove a run folder holding only Hydra's own files (.hydra/, an empty log), if it does."""
+def _holds_only_hydra_files(run_dir: Path) -> bool:
+    """Return whether a run folder holds nothing but .hydra/ (Hydra's files) and the log."""
+    names = {p.name for p in run_dir.iterdir()}
+    return names <= {".hydra", "scheduler.log"} and (
+        ".hydra" not in names or {p.name for p in (run_dir / ".hydra").iterdir()} <= HYDRA_FILES)
+
+
+def hydra_made(run_dir: Path) -> bool:
+    """Return whether run_dir holds only what Hydra makes for a job: .hydra/ and an empty log.
+
+    Asked as main starts: whatever the log holds later, crude-link wrote.
+    """
+    with contextlib.suppress(OSError):
+        return (_holds_only_hydra_files(run_dir)
+                and (run_dir / "scheduler.log").stat().st_size == 0)
+    return False
+
+
+def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> None:
+    """Remove a run folder that ran no step, if Hydra made it and it holds only Hydra's files.
+
+    Then its day's folder under outputs/, if this was its only run. A folder of the user's
+    (hydra.run.dir) that held files of its own, or outputs/latest's target, stays.
+    """
+    try:
+        unused = (made_by_hydra and _holds_only_hydra_files(run_dir)
+                  and (outputs / LATEST_LINK).resolve() != run_dir.resolve())
+    except OSError:
+        unused = False
+    if not unused:
+        return
     for logger in (logging.getLogger(), log):  # Hydra's log file there is open: close it
         for handler in list(logger.handlers):
             if (isinstance(handler, logging.FileHandler)
@@ -2517,17 +2547,16 @@ def remove_unused_run_dir(run_dir: Path) -> None:
                 logger.removeHandler(handler)
     hydra_dir, log_file = run_dir / ".hydra", run_dir / "scheduler.log"
     with contextlib.suppress(OSError):
-        if ({p.name for p in run_dir.iterdir()} - {hydra_dir.name, log_file.name}
-                or {p.name for p in hydra_dir.iterdir()} - HYDRA_FILES
-                or log_file.stat().st_size):
-            return  # something of the user's, or a message worth keeping
         for name in HYDRA_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (hydra_dir / name).unlink()
-        hydra_dir.rmdir()
-        log_file.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            hydra_dir.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            log_file.unlink()
         run_dir.rmdir()
-        run_dir.parent.rmdir()  # the day's folder, if this was its only run
+        if run_dir.parent.parent == outputs and DATE_FOLDER.fullmatch(run_dir.parent.name):
+            run_dir.parent.rmdir()  # the day's folder, if this was its only run
 
 
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
@@ -2596,8 +2625,6 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
         return EXIT_SOFTWARE
     if holder:
         print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
-        if not _in_multirun():  # a sweep's report looks for each job's folder
-            remove_unused_run_dir(run_dir)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:
@@ -2838,6 +2865,7 @@ def main(cfg: DictConfig) -> None:
     _log_to_file_only()
     OmegaConf.register_new_resolver("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    made_by_hydra = hydra_made(run_dir)
     previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
     with _steps_output_dir(steps_output_dir(run_dir, previous)):
         steps, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
@@ -2862,6 +2890,8 @@ def main(cfg: DictConfig) -> None:
             print_fault(error, run_dir, "no step was run")
             code = EXIT_SOFTWARE
     _job_exit_codes.append(code)
+    if not _in_multirun():  # a sweep's report reads each job's folder: it stays
+        remove_unused_run_dir(run_dir, made_by_hydra, ROOT / "outputs")
     if stop.signum is not None and os.getpid() == _LAUNCHING_PID and _in_multirun():
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
     if code and os.getpid() != _LAUNCHING_PID:
