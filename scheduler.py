@@ -34,6 +34,7 @@ Sections, in the order one run meets them (the function to read first):
   The pipeline: context and messages       Pipeline, announce_attempt, print_failure
   The pipeline: running it                 run_pipeline, run_step
   The run lock                             acquire_lock
+  Keeping outputs/ small                   choose_prunable, run_pruning, rotate_cron_log
   One job                                  run_job, run_guarded
   Cron                                     run_cron, cron_entry, edit_crontab
   Hydra's main                             main
@@ -210,6 +211,9 @@ class SchedulerOptions:
         "print nothing unless something fails (for cron mail): scheduler.quiet=true"))
     argument_style: str = field(default="omegaconf", metadata=_doc(
         "argument_style of every step that sets none: scheduler.argument_style=argparse"))
+    keep: Any = field(default=None, metadata=_doc(  # a mapping: see check_keep()
+        "prune finished runs as a run ends, keeping the newest runs and those younger than "
+        "days: scheduler.keep.runs=20 scheduler.keep.days=90 (unset: keep all)"))
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
@@ -1124,6 +1128,29 @@ def control_name(char: str) -> str:
 
 # ── Checks: options and the whole config ─────────────────────────────────
 
+KEEP_KEYS = ("runs", "days")  # scheduler.keep's
+
+
+def check_keep(raw: Any) -> List[str]:
+    """Return every problem with scheduler.keep: null, or {runs: N >= 1, days: D > 0}."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        return [f"scheduler: keep must be a mapping such as {{runs: 20, days: 90}}, got {raw!r}"]
+    problems = [f"scheduler: keep has an unknown key '{key}'"
+                f"{_did_you_mean(str(key), list(KEEP_KEYS), 'known keys')}"
+                for key in sorted(set(map(str, raw)) - set(KEEP_KEYS))]
+    runs, days = raw.get("runs"), raw.get("days")
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
+        problems.append(f"scheduler: keep.runs must be a whole number of runs >= 1 or null, "
+                        f"got {runs!r}")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                             or not math.isfinite(days) or days <= 0):
+        problems.append(f"scheduler: keep.days must be a number of days > 0 or null, "
+                        f"got {days!r}")
+    return problems
+
+
 def check_options(raw: Any) -> List[str]:
     """Return every problem with the raw `scheduler:` mapping."""
     if raw is None:
@@ -1166,7 +1193,7 @@ def check_options(raw: Any) -> List[str]:
     if start is not None and raw.get("resume") is True:
         problems.append("scheduler: from_step and resume=true both say where to start; "
                         "set only one of them")
-    return problems
+    return problems + check_keep(raw.get("keep"))
 
 
 TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
@@ -2510,13 +2537,236 @@ def lock_refusal(holder: str, root: Path) -> str:
             f"Wait for it, or stop it first.")
 
 
+# ── Keeping outputs/ small: what to prune (pure), pruning, cron.log ──────
+
+DATE_FOLDER = re.compile(r"\d{4}-\d\d-\d\d")  # outputs/<date>/, as default_overrides names it
+SWEEP_FILES = frozenset(["multirun.yaml", "summary.json", "summary.md", ".submitit"])
+CRON_LOG_LIMIT = 10 * 1024 * 1024  # cron.log is rotated past this size, to cron.log.1
+
+
+class Keep(NamedTuple):
+    """scheduler.keep: a finished run stays if either limit keeps it; None is no limit."""
+
+    runs: Optional[int] = None  # the newest N finished runs
+    days: Optional[float] = None  # runs started less than D days ago
+
+
+def keep_limits(raw: Any) -> Keep:
+    """Return the limits of a checked scheduler.keep value (None: keep everything)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return Keep(raw.get("runs"), raw.get("days"))
+
+
+class RunFolder(NamedTuple):
+    """A folder crude-link made for a run (under outputs/) or a whole sweep (multirun/)."""
+
+    path: Path
+    started: Optional[datetime]  # None: unknown, so it is never pruned
+    finished: bool  # no job of it says running (it may still run, or was killed outright)
+    points_to: Tuple[Path, ...] = ()  # its reused_from and output_dir folders
+    sweep: bool = False
+
+
+def parse_started(text: Any) -> Optional[datetime]:
+    """Return summary.json's started time as an aware datetime, or None if it is no time."""
+    try:
+        started = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return started if started.tzinfo else started.astimezone()
+
+
+def choose_prunable(runs: Sequence[RunFolder], keep: Keep, now: datetime,
+                    protected: Sequence[Path] = ()) -> List[RunFolder]:
+    """Return the runs the limits let go, oldest first; every other run stays.
+
+    Runs and sweeps are counted apart. A run stays if it is protected, unfinished or of
+    unknown age, among the newest keep.runs, younger than keep.days, or pointed to (through
+    reused_from or output_dir) by a run that stays.
+    """
+    if keep.runs is None and keep.days is None:
+        return []
+    kept = {Path(p) for p in protected}
+    going: Dict[Path, RunFolder] = {}
+    for sweep in (False, True):
+        ranked = sorted((run for run in runs if run.sweep is sweep and run.finished
+                         and run.started is not None), key=lambda run: run.started or now,
+                        reverse=True)
+        for rank, run in enumerate(ranked):
+            young = keep.days is not None and (
+                (now - (run.started or now)).total_seconds() < keep.days * 86400)
+            newest = keep.runs is not None and rank < keep.runs
+            if not (young or newest or run.path in kept):
+                going[run.path] = run
+    staying = [run for run in runs if run.path not in going]
+    while staying:  # what a staying run points to stays too, and so on down the chain
+        run = staying.pop()
+        for target in run.points_to:
+            folder = next((path for path in going if target == path or path in target.parents),
+                          None)
+            if folder is not None:
+                staying.append(going.pop(folder))
+    return sorted(going.values(), key=lambda run: run.started or now)
+
+
+def _read_run_summary(path: Path) -> Optional[Dict[str, Any]]:
+    """Return a summary.json that crude-link wrote (status and steps), or None."""
+    try:
+        summary = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str) \
+            or not isinstance(summary.get("steps"), list):
+        return None
+    return summary
+
+
+def _pointers(summary: Mapping[str, Any]) -> List[Path]:
+    words = [summary.get("output_dir")] + [step.get("reused_from") for step in summary["steps"]
+                                           if isinstance(step, dict)]
+    return [Path(word) for word in words if isinstance(word, str) and word]
+
+
+def _dated_folders(top: Path) -> List[Path]:
+    """Return top/<date>/<name>/ folders, not following a symbolic link anywhere."""
+    found = []
+    with contextlib.suppress(OSError):
+        for day in top.iterdir():
+            if DATE_FOLDER.fullmatch(day.name) and day.is_dir() and not day.is_symlink():
+                found += [p for p in day.iterdir() if p.is_dir() and not p.is_symlink()]
+    return found
+
+
+def _read_run(folder: Path) -> Optional[RunFolder]:
+    summary = _read_run_summary(folder / "summary.json")
+    if summary is None:
+        return None  # not a run crude-link made: never a candidate
+    return RunFolder(folder, parse_started(summary.get("started")),
+                     summary["status"] != RUNNING, tuple(_pointers(summary)))
+
+
+def _read_sweep(folder: Path) -> Optional[RunFolder]:
+    """Return a sweep folder as one run, if it holds only crude-link's jobs and files."""
+    jobs: List[RunFolder] = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name in SWEEP_FILES:
+                continue
+            job = _read_run(entry) if entry.name.isdigit() and not entry.is_symlink() else None
+            if job is None:
+                return None  # something crude-link did not make, or a job with no record
+            jobs.append(job)
+    if not jobs:
+        return None
+    starts = [job.started for job in jobs]
+    return RunFolder(folder, None if None in starts else max(s for s in starts if s),
+                     all(job.finished for job in jobs),
+                     tuple(p for job in jobs for p in job.points_to), sweep=True)
+
+
+def find_run_folders(root: Path) -> List[RunFolder]:
+    """Return the runs under root/outputs/ and the sweeps under root/multirun/."""
+    runs = [run for run in map(_read_run, _dated_folders(root / "outputs")) if run]
+    return runs + [sweep for sweep in map(_read_sweep, _dated_folders(root / "multirun"))
+                   if sweep]
+
+
+def prune_candidates(root: Path, run_dir: Path, keep: Keep,
+                     current: Optional[RunFolder] = None) -> List[RunFolder]:
+    """Return what pruning would remove now; current stands in for a run not yet on disk."""
+    runs = [run for run in find_run_folders(root) if current is None or run.path != current.path]
+    protected = [run_dir.resolve()] + [
+        (root / top / LATEST_LINK).resolve() for top in ("outputs", "multirun")
+        if (root / top / LATEST_LINK).is_symlink()]
+    resolved = [run._replace(path=run.path.resolve(),
+                             points_to=tuple(p.resolve() for p in run.points_to))
+                for run in runs + ([current] if current else [])]
+    return choose_prunable(resolved, keep, datetime.now().astimezone(), protected)
+
+
+def run_pruning(root: Path, run_dir: Path, keep: Keep) -> None:
+    """Remove the runs scheduler.keep lets go, saying each in scheduler.log; never fail."""
+    for run in prune_candidates(root, run_dir, keep):
+        try:
+            shutil.rmtree(run.path)
+        except OSError as error:
+            log.warning("scheduler.keep: could not remove %s: %s", run.path, error)
+            continue
+        started = run.started.isoformat(timespec="seconds") if run.started else "?"
+        log.info("scheduler.keep: removed %s %s (started %s)",
+                 "sweep" if run.sweep else "run", run.path, started)
+        with contextlib.suppress(OSError):
+            run.path.parent.rmdir()  # its day's folder, if that was its last
+
+
+def print_prunable(root: Path, run_dir: Path, keep: Keep, plan: RunPlan) -> None:
+    """Print what a run of this plan would prune at its end (a dry run's listing)."""
+    points = tuple(Path(p) for p in [str(plan.output_dir), *plan.reused.values()])
+    current = RunFolder(run_dir.resolve(), datetime.now().astimezone(), True, points)
+    going = prune_candidates(root, run_dir, keep, current)
+    print(f"crude-link: scheduler.keep (runs={keep.runs}, days={keep.days}): the run would "
+          f"remove {len(going)} folder(s) as it ends" + (":" if going else ""))
+    for run in going:
+        started = run.started.isoformat(timespec="seconds") if run.started else "?"
+        print(f"  {'sweep' if run.sweep else 'run'} {run.path} (started {started})")
+
+
+def rotate_cron_log(path: Path, limit: int = CRON_LOG_LIMIT) -> None:
+    """Rename cron.log to cron.log.1 once it passes limit bytes (the old .1 goes).
+
+    A rename moves no byte: a run appending to it (the crontab line's >>, O_APPEND) goes on
+    writing to the same inode, now cron.log.1, and the next `>>` makes a new cron.log. Two
+    schedulers never both rotate: the one that gets the flock checks the name still means
+    the file it opened.
+    """
+    try:
+        if path.stat().st_size <= limit:
+            return
+        with path.open("rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            opened = os.fstat(handle.fileno())
+            if os.stat(path).st_ino == opened.st_ino and opened.st_size > limit:
+                os.replace(path, path.with_name(path.name + ".1"))
+    except OSError:
+        return  # no cron.log, or none to rotate: never worth failing a run
+
+
 # ── One job: latest, dry run, the guarded pipeline ───────────────────────
 
 HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
 
 
-def remove_unused_run_dir(run_dir: Path) -> None:
-    """Remove a run folder holding only Hydra's own files (.hydra/, an empty log), if it does."""
+def _holds_only_hydra_files(run_dir: Path) -> bool:
+    """Return whether a run folder holds nothing but .hydra/ (Hydra's files) and the log."""
+    names = {p.name for p in run_dir.iterdir()}
+    return names <= {".hydra", "scheduler.log"} and (
+        ".hydra" not in names or {p.name for p in (run_dir / ".hydra").iterdir()} <= HYDRA_FILES)
+
+
+def hydra_made(run_dir: Path) -> bool:
+    """Return whether run_dir holds only what Hydra makes for a job: .hydra/ and an empty log.
+
+    Asked as main starts: whatever the log holds later, crude-link wrote.
+    """
+    with contextlib.suppress(OSError):
+        return (_holds_only_hydra_files(run_dir)
+                and (run_dir / "scheduler.log").stat().st_size == 0)
+    return False
+
+
+def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> None:
+    """Remove a run folder that ran no step, if Hydra made it and it holds only Hydra's files.
+
+    Then its day's folder under outputs/, if this was its only run. A folder of the user's
+    (hydra.run.dir) that held files of its own, or outputs/latest's target, stays.
+    """
+    try:
+        unused = (made_by_hydra and _holds_only_hydra_files(run_dir)
+                  and (outputs / LATEST_LINK).resolve() != run_dir.resolve())
+    except OSError:
+        unused = False
+    if not unused:
+        return
     for logger in (logging.getLogger(), log):  # Hydra's log file there is open: close it
         for handler in list(logger.handlers):
             if (isinstance(handler, logging.FileHandler)
@@ -2525,17 +2775,16 @@ def remove_unused_run_dir(run_dir: Path) -> None:
                 logger.removeHandler(handler)
     hydra_dir, log_file = run_dir / ".hydra", run_dir / "scheduler.log"
     with contextlib.suppress(OSError):
-        if ({p.name for p in run_dir.iterdir()} - {hydra_dir.name, log_file.name}
-                or {p.name for p in hydra_dir.iterdir()} - HYDRA_FILES
-                or log_file.stat().st_size):
-            return  # something of the user's, or a message worth keeping
         for name in HYDRA_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (hydra_dir / name).unlink()
-        hydra_dir.rmdir()
-        log_file.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            hydra_dir.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            log_file.unlink()
         run_dir.rmdir()
-        run_dir.parent.rmdir()  # the day's folder, if this was its only run
+        if run_dir.parent.parent == outputs and DATE_FOLDER.fullmatch(run_dir.parent.name):
+            run_dir.parent.rmdir()  # the day's folder, if this was its only run
 
 
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
@@ -2588,6 +2837,8 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
     """Run one job (a run, or one multirun job) of a plan; return its exit code."""
     if options.dry_run:
         print_dry_run(plan.selected, ROOT, run_dir, os.environ, len(plan.steps))
+        if keep_limits(options.keep) != Keep() and not _in_multirun():
+            print_prunable(ROOT, run_dir, keep_limits(options.keep), plan)
         return EXIT_OK
     if plan.nothing_to_resume:
         console = Console(Terminal(sys.stdout.fileno(), options.quiet))
@@ -2604,8 +2855,6 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
         return EXIT_SOFTWARE
     if holder:
         print(colored(lock_refusal(holder, ROOT), "red"), file=sys.stderr)
-        if not _in_multirun():  # a sweep's report looks for each job's folder
-            remove_unused_run_dir(run_dir)
         return EXIT_LOCKED
     console = Console(Terminal(sys.stdout.fileno(), options.quiet))
     try:
@@ -2618,7 +2867,10 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
         link_latest(ROOT / "outputs", run_dir)
         stop.watchdog = Watchdog(options.kill_grace, lock)
         record = RunRecord(run_dir, plan)
-        return run_guarded(pipeline, record, plan.selected)
+        code = run_guarded(pipeline, record, plan.selected)
+        if lock is not None and not _in_multirun():  # under an exclusive lock only
+            run_pruning(ROOT, run_dir, keep_limits(options.keep))
+        return code
     finally:
         console.terminal.close()
         if lock:
@@ -2853,9 +3105,11 @@ _REGISTER_RESOLVER = ("register_new_resolver" if omegaconf_version.startswith("2
 def main(cfg: DictConfig) -> None:
     if not _job_exit_codes:  # a process's first job only: in a multirun's later jobs, it
         gc.freeze()  # would freeze the earlier jobs' garbage too, never to be freed
+    rotate_cron_log(ROOT / "outputs" / CRON_LOG)  # before this run writes to it
     _log_to_file_only()
     getattr(OmegaConf, _REGISTER_RESOLVER)("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    made_by_hydra = hydra_made(run_dir)
     previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
     with _steps_output_dir(steps_output_dir(run_dir, previous)):
         steps, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
@@ -2880,6 +3134,8 @@ def main(cfg: DictConfig) -> None:
             print_fault(error, run_dir, "no step was run")
             code = EXIT_SOFTWARE
     _job_exit_codes.append(code)
+    if not _in_multirun():  # a sweep's report reads each job's folder: it stays
+        remove_unused_run_dir(run_dir, made_by_hydra, ROOT / "outputs")
     if stop.signum is not None and os.getpid() == _LAUNCHING_PID and _in_multirun():
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
     if code and os.getpid() != _LAUNCHING_PID:
