@@ -34,8 +34,10 @@ Sections, in the order one run meets them (the function to read first):
   The pipeline: context and messages       Pipeline, announce_attempt, print_failure
   The pipeline: running it                 run_pipeline, run_step
   The run lock                             acquire_lock
-  Keeping outputs/ small                   choose_prunable, run_pruning, rotate_cron_log
-  One job                                  run_job, run_guarded
+  Keeping outputs/ small: what to prune    choose_prunable
+  Keeping outputs/ small: pruning, cron.log run_pruning, rotate_cron_log
+  One job: leftovers, latest, dry run      remove_unused_run_dir, print_dry_run
+  One job: the guarded pipeline            run_job, run_guarded
   Cron                                     run_cron, cron_entry, edit_crontab
   Hydra's main                             main
   Hydra's error reports                    HeldErrorReport, report_hydra_error
@@ -2537,7 +2539,7 @@ def lock_refusal(holder: str, root: Path) -> str:
             f"Wait for it, or stop it first.")
 
 
-# ── Keeping outputs/ small: what to prune (pure), pruning, cron.log ──────
+# ── Keeping outputs/ small: what to prune (pure) ─────────────────────────
 
 DATE_FOLDER = re.compile(r"\d{4}-\d\d-\d\d")  # outputs/<date>/, as default_overrides names it
 SWEEP_FILES = frozenset(["multirun.yaml", "summary.json", "summary.md", ".submitit"])
@@ -2608,6 +2610,8 @@ def choose_prunable(runs: Sequence[RunFolder], keep: Keep, now: datetime,
                 staying.append(going.pop(folder))
     return sorted(going.values(), key=lambda run: run.started or now)
 
+
+# ── Keeping outputs/ small: pruning and cron.log (I/O) ───────────────────
 
 def _read_run_summary(path: Path) -> Optional[Dict[str, Any]]:
     """Return a summary.json that crude-link wrote (status and steps), or None."""
@@ -2731,7 +2735,7 @@ def rotate_cron_log(path: Path, limit: int = CRON_LOG_LIMIT) -> None:
         return  # no cron.log, or none to rotate: never worth failing a run
 
 
-# ── One job: latest, dry run, the guarded pipeline ───────────────────────
+# ── One job: leftovers, latest, dry run ──────────────────────────────────
 
 HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
 
@@ -2828,6 +2832,8 @@ def link_latest(outputs: Path, run_dir: Path) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
 
+
+# ── One job: the guarded pipeline ────────────────────────────────────────
 
 def _in_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
