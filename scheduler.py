@@ -530,8 +530,10 @@ def default_names(defaults: Any) -> Dict[str, str]:
             for key, value in item.items():
                 if isinstance(value, dict) and isinstance(value.get("script"), str):
                     entries.append((os.path.normpath(value["script"]), str(key)))
-    scripts = [script for script, _ in entries]
-    return {script: key for script, key in entries if scripts.count(script) == 1}
+    counts: Dict[str, int] = {}
+    for script, _ in entries:
+        counts[script] = counts.get(script, 0) + 1
+    return {script: key for script, key in entries if counts[script] == 1}
 
 
 def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]:
@@ -539,11 +541,15 @@ def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]
     from_defaults = default_names(defaults)
     explicit = [raw.get("name") if isinstance(raw, dict) else None for raw in steps]
     problems = []
+    first: Dict[str, int] = {}  # name -> the index of the first step that has it
     for index, name in enumerate(explicit):
-        if isinstance(name, str) and name and explicit.index(name) != index:
+        if isinstance(name, str) and name and first.setdefault(name, index) != index:
             problems.append(f"steps[{index}] ({name}): name '{name}' is already used by "
-                            f"steps[{explicit.index(name)}]; step names must be unique")
+                            f"steps[{first[name]}]; step names must be unique")
     taken = {name for name in explicit if isinstance(name, str)}
+    # The number each base tries next: every one below it is taken, so a script repeated
+    # 10,000 times costs 10,000 tries, not 50 million.
+    tried: Dict[str, int] = {}
     names = []
     for raw, name in zip(steps, explicit):
         if isinstance(name, str) and name:
@@ -554,10 +560,12 @@ def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]
             names.append("")
             continue
         base = from_defaults.get(os.path.normpath(script), Path(script).stem)
-        unique, n = base, 1
+        n = tried.get(base, 1)
+        unique = base if n == 1 else f"{base}-{n}"
         while unique in taken:
             n += 1
             unique = f"{base}-{n}"
+        tried[base] = n + 1
         taken.add(unique)
         names.append(unique)
     return names, problems
@@ -1183,9 +1191,10 @@ def check_selection(names: List[str], options: Any) -> List[str]:
     """Return a problem for each step name or index in the selection that does not exist."""
     options = options if isinstance(options, dict) else {}
     problems = []
+    known = set(names)
     for key in ("only", "skip"):
         for name in normalize_names(options.get(key)) or []:
-            if name not in names:
+            if name not in known:
                 problems.append(f"scheduler: {key} names an unknown step '{name}'"
                                 f"{_did_you_mean(name, names)}")
     start = options.get("from_step")
@@ -1323,8 +1332,9 @@ def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: 
 def select_steps(plan: List[PlannedStep], options: SchedulerOptions,
                  start: int = 1) -> List[PlannedStep]:
     """Return the steps the selection options keep, in order, from 1-based index start on."""
-    only = normalize_names(options.only)
-    skip = normalize_names(options.skip) or []
+    listed = normalize_names(options.only)
+    only = None if listed is None else set(listed)  # sets: a long pipeline stays linear
+    skip = set(normalize_names(options.skip) or [])
     if isinstance(options.from_step, str):
         start = max(start, next(p.index for p in plan if p.name == options.from_step))
     elif isinstance(options.from_step, int):

@@ -144,6 +144,43 @@ def test_a_script_in_two_default_entries_names_no_step() -> None:
     assert scheduler.derive_names([{"script": "t.py"}], defaults)[0] == ["t"]
 
 
+def test_a_script_repeated_20000_times_is_named_in_linear_time() -> None:
+    # A search from base-1 for each repeat would take minutes here (2·10⁸ set lookups).
+    names, problems = scheduler.derive_names([{"script": "tasks/t.py"}] * 20_000, None)
+    assert names[:3] == ["t", "t-2", "t-3"] and names[-1] == "t-20000"
+    assert len(set(names)) == 20_000 and problems == []
+
+
+def _names_one_search_each(steps: List[Dict[str, Any]]) -> List[str]:
+    """derive_names' rule, searched from scratch for every step (no defaults)."""
+    taken = {raw["name"] for raw in steps if "name" in raw}
+    names = []
+    for raw in steps:
+        if "name" in raw:
+            names.append(raw["name"])
+            continue
+        base = unique = Path(raw["script"]).stem
+        n = 1
+        while unique in taken:
+            n += 1
+            unique = f"{base}-{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(["a.py", "a-2.py", "b.py"]).map(lambda script: {"script": script}),
+    st.sampled_from(["a", "a-2", "a-3", "a-2-2", "b-2"]).map(
+        lambda name: {"script": "x.py", "name": name})), max_size=12))
+def test_derived_names_are_those_of_a_search_from_scratch(steps: List[Dict[str, Any]]) -> None:
+    names, problems = scheduler.derive_names(steps, None)
+    assert names == _names_one_search_each(steps)
+    repeated = [raw["name"] for raw in steps if "name" in raw]
+    assert len(problems) == len(repeated) - len(set(repeated))
+
+
 @pytest.mark.parametrize("step, expected", [
     (scheduler.Step(script="tasks/t.py", arguments={"n": 1}),
      ["/py", "/root/tasks/t.py", "n=1"]),
