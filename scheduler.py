@@ -540,8 +540,10 @@ def default_names(defaults: Any) -> Dict[str, str]:
             for key, value in item.items():
                 if isinstance(value, dict) and isinstance(value.get("script"), str):
                     entries.append((os.path.normpath(value["script"]), str(key)))
-    scripts = [script for script, _ in entries]
-    return {script: key for script, key in entries if scripts.count(script) == 1}
+    counts: Dict[str, int] = {}
+    for script, _ in entries:
+        counts[script] = counts.get(script, 0) + 1
+    return {script: key for script, key in entries if counts[script] == 1}
 
 
 def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]:
@@ -549,11 +551,15 @@ def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]
     from_defaults = default_names(defaults)
     explicit = [raw.get("name") if isinstance(raw, dict) else None for raw in steps]
     problems = []
+    first: Dict[str, int] = {}  # name -> the index of the first step that has it
     for index, name in enumerate(explicit):
-        if isinstance(name, str) and name and explicit.index(name) != index:
+        if isinstance(name, str) and name and first.setdefault(name, index) != index:
             problems.append(f"steps[{index}] ({name}): name '{name}' is already used by "
-                            f"steps[{explicit.index(name)}]; step names must be unique")
+                            f"steps[{first[name]}]; step names must be unique")
     taken = {name for name in explicit if isinstance(name, str)}
+    # The number each base tries next: every one below it is taken, so a script repeated
+    # 10,000 times costs 10,000 tries, not 50 million.
+    tried: Dict[str, int] = {}
     names = []
     for raw, name in zip(steps, explicit):
         if isinstance(name, str) and name:
@@ -564,10 +570,12 @@ def derive_names(steps: List[Any], defaults: Any) -> Tuple[List[str], List[str]]
             names.append("")
             continue
         base = from_defaults.get(os.path.normpath(script), Path(script).stem)
-        unique, n = base, 1
+        n = tried.get(base, 1)
+        unique = base if n == 1 else f"{base}-{n}"
         while unique in taken:
             n += 1
             unique = f"{base}-{n}"
+        tried[base] = n + 1
         taken.add(unique)
         names.append(unique)
     return names, problems
@@ -1216,9 +1224,10 @@ def check_selection(names: List[str], options: Any) -> List[str]:
     """Return a problem for each step name or index in the selection that does not exist."""
     options = options if isinstance(options, dict) else {}
     problems = []
+    known = set(names)
     for key in ("only", "skip"):
         for name in normalize_names(options.get(key)) or []:
-            if name not in names:
+            if name not in known:
                 problems.append(f"scheduler: {key} names an unknown step '{name}'"
                                 f"{_did_you_mean(name, names)}")
     start = options.get("from_step")
@@ -1358,8 +1367,9 @@ def mark_secrets(plan: List[PlannedStep], steps: List[Dict[str, Any]], written: 
 def select_steps(plan: List[PlannedStep], options: SchedulerOptions,
                  start: int = 1) -> List[PlannedStep]:
     """Return the steps the selection options keep, in order, from 1-based index start on."""
-    only = normalize_names(options.only)
-    skip = normalize_names(options.skip) or []
+    listed = normalize_names(options.only)
+    only = None if listed is None else set(listed)  # sets: a long pipeline stays linear
+    skip = set(normalize_names(options.skip) or [])
     if isinstance(options.from_step, str):
         start = max(start, next(p.index for p in plan if p.name == options.from_step))
     elif isinstance(options.from_step, int):
@@ -2084,13 +2094,17 @@ def now_iso() -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file, so readers never see half a file.
+    """Write text to path through a temporary file, so readers never see half a file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write data to path through a temporary file, so readers never see half a file.
 
     A new file every time: a reader that still has the replaced one open keeps reading one
-    whole version, even when two rewrites come back to back, as at each step boundary.
+    whole version, however many rewrites follow.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    data = text.encode("utf-8")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
@@ -2131,7 +2145,13 @@ def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
 
 
 class RunRecord:
-    """summary.json: the run and every step of the config, rewritten on each change."""
+    """summary.json: the run and every step of the config, rewritten on each change.
+
+    One rewrite per step boundary: when a step succeeds and the next one follows at once,
+    "this one ended, the next one is running" is a single version (end_attempt's
+    following). Each version holds every step, so a rewrite costs O(steps) bytes and a run
+    O(steps²) in all; only a changed step is encoded again.
+    """
 
     def __init__(self, run_dir: Path, plan: RunPlan) -> None:
         self.path = run_dir / "summary.json"
@@ -2150,9 +2170,10 @@ class RunRecord:
         for index, folder in plan.reused.items():  # a resumed run's earlier successes
             self.data["steps"][index - 1].update(status=SUCCEEDED, exit_code=0, attempts=0,
                                                  reused_from=folder)
-        # One JSON line per step, re-encoded only when that step changes: rewriting the
-        # file stays cheap however many steps there are.
-        self._lines = [json.dumps(entry) for entry in self.data["steps"]]
+        # One encoded JSON line per step, re-encoded only when that step changes.
+        self._lines = [json.dumps(entry).encode() for entry in self.data["steps"]]
+        # A step recorded as running before it starts, and its entry as it was before.
+        self._early: Optional[Tuple[int, Dict[str, Any]]] = None
         self.write()
 
     def step(self, planned: PlannedStep) -> Dict[str, Any]:
@@ -2160,22 +2181,48 @@ class RunRecord:
         return entry
 
     def start_attempt(self, planned: PlannedStep) -> None:
+        if self._early is not None and self._early[0] == planned.index:
+            self._early = None  # recorded with the end of the step before
+            return
+        self._mark_started(planned)
+        self.write()
+
+    def _mark_started(self, planned: PlannedStep) -> None:
         entry = self.step(planned)
         if entry["started"] is None:
             entry["started"] = now_iso()
         entry.update(status=RUNNING, attempts=entry["attempts"] + 1, exit_code=None,
                      finished=None)
-        self.write(planned.index)
+        self._encode(planned.index)
 
-    def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str) -> None:
+    def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str,
+                    following: Optional[PlannedStep] = None) -> None:
+        """Record how an attempt ended; with following, that step as running, in one rewrite.
+
+        A scheduler killed before following starts leaves it `running`: resume then starts
+        there, which is right, since this step's end is recorded too.
+        """
         entry = self.step(planned)
         # Time spent running, summed over attempts: a wait at the dialog is not the step's.
         duration = (entry["duration_s"] or 0.0) + attempt.duration
         entry.update(status=status, exit_code=attempt.exit_code, finished=now_iso(),
                      duration_s=round(duration, 3))
-        self.write(planned.index)
+        self._encode(planned.index)
+        if following is not None:
+            self._early = (following.index, dict(self.step(following)))
+            self._mark_started(following)
+        self.write()
+
+    def _undo_early_start(self) -> None:
+        """Put back a step recorded as running that never started (the run stopped first)."""
+        if self._early is not None:
+            index, before = self._early
+            self.data["steps"][index - 1] = before
+            self._encode(index)
+            self._early = None
 
     def finish(self, status: str, exit_code: int) -> None:
+        self._undo_early_start()
         self.data.update(status=status, exit_code=exit_code, finished=now_iso())
         self.write()
 
@@ -2183,19 +2230,22 @@ class RunRecord:
         """Record a run crude-link could not go on with: failed; a running step interrupted."""
         if self.data["status"] != RUNNING:
             return  # already finished: what went wrong came after
+        self._undo_early_start()
         for entry in self.data["steps"]:
             if entry["status"] == RUNNING:
                 entry.update(status=INTERRUPTED, finished=now_iso())
-                self._lines[entry["index"] - 1] = json.dumps(entry)
+                self._encode(entry["index"])
         self.finish(FAILED, exit_code)
 
-    def write(self, changed: Optional[int] = None) -> None:
-        """Rewrite summary.json; changed is the 1-based index of the step that changed."""
-        if changed is not None:
-            self._lines[changed - 1] = json.dumps(self.data["steps"][changed - 1])
+    def _encode(self, index: int) -> None:
+        self._lines[index - 1] = json.dumps(self.data["steps"][index - 1]).encode()
+
+    def write(self) -> None:
+        """Rewrite summary.json from the run's fields and the encoded step lines."""
         head = json.dumps({k: v for k, v in self.data.items() if k != "steps"}, indent=1)
-        steps = ",\n  ".join(self._lines)
-        write_text_atomic(self.path, f'{head[:-2]},\n "steps": [\n  {steps}\n ]\n}}\n')
+        write_bytes_atomic(self.path, b"".join([
+            f'{head[:-2]},\n "steps": [\n  '.encode(), b",\n  ".join(self._lines),
+            b"\n ]\n}\n"]))
 
 
 def write_config_error(run_dir: Path, problems: List[str]) -> None:
@@ -2347,8 +2397,13 @@ def print_report(pipeline: Pipeline, record: RunRecord) -> None:
 
 # ── The pipeline: running it ─────────────────────────────────────────────
 
-def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Attempt:
-    """Run one step with its automatic retries; return its last attempt."""
+def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep,
+             following: Optional[PlannedStep] = None) -> Attempt:
+    """Run one step with its automatic retries; return its last attempt.
+
+    following is the step that runs next if this one succeeds: summary.json records both
+    in the same rewrite.
+    """
     step = planned.step
     env = step_env(step, pipeline.base_env, pipeline.run_dir, planned.index, planned.name,
                    sys.executable)
@@ -2370,7 +2425,9 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
                       TIMED_OUT if attempt.timed_out else FAILED)
             if pipeline.stop.signum is not None and status != SUCCEEDED:
                 status = INTERRUPTED
-            record.end_attempt(planned, attempt, status)
+            record.end_attempt(planned, attempt, status,
+                               following if status == SUCCEEDED and pipeline.stop.signum is None
+                               else None)
             if status != FAILED and status != TIMED_OUT or attempt_no > step.retries:
                 return attempt
             pipeline.console.say(f"{planned.name} failed ({describe_exit(attempt, step.timeout)}); "
@@ -2412,7 +2469,8 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
             if pipeline.stop.signum is not None:
                 break
             planned = plan[position]
-            attempt = run_step(pipeline, record, planned)
+            following = plan[position + 1] if position + 1 < len(plan) else None
+            attempt = run_step(pipeline, record, planned, following)
             if attempt.exit_code == 0 or pipeline.stop.signum is not None:
                 position += 1
                 continue

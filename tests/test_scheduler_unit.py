@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -142,6 +142,43 @@ def test_repeated_explicit_names_are_a_problem() -> None:
 def test_a_script_in_two_default_entries_names_no_step() -> None:
     defaults = [{"a": {"script": "t.py"}}, {"b": {"script": "t.py"}}]
     assert scheduler.derive_names([{"script": "t.py"}], defaults)[0] == ["t"]
+
+
+def test_a_script_repeated_20000_times_is_named_in_linear_time() -> None:
+    # A search from base-1 for each repeat would take minutes here (2·10⁸ set lookups).
+    names, problems = scheduler.derive_names([{"script": "tasks/t.py"}] * 20_000, None)
+    assert names[:3] == ["t", "t-2", "t-3"] and names[-1] == "t-20000"
+    assert len(set(names)) == 20_000 and problems == []
+
+
+def _names_one_search_each(steps: List[Dict[str, Any]]) -> List[str]:
+    """derive_names' rule, searched from scratch for every step (no defaults)."""
+    taken = {raw["name"] for raw in steps if "name" in raw}
+    names = []
+    for raw in steps:
+        if "name" in raw:
+            names.append(raw["name"])
+            continue
+        base = unique = Path(raw["script"]).stem
+        n = 1
+        while unique in taken:
+            n += 1
+            unique = f"{base}-{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(["a.py", "a-2.py", "b.py"]).map(lambda script: {"script": script}),
+    st.sampled_from(["a", "a-2", "a-3", "a-2-2", "b-2"]).map(
+        lambda name: {"script": "x.py", "name": name})), max_size=12))
+def test_derived_names_are_those_of_a_search_from_scratch(steps: List[Dict[str, Any]]) -> None:
+    names, problems = scheduler.derive_names(steps, None)
+    assert names == _names_one_search_each(steps)
+    repeated = [raw["name"] for raw in steps if "name" in raw]
+    assert len(problems) == len(repeated) - len(set(repeated))
 
 
 @pytest.mark.parametrize("step, expected", [
@@ -641,6 +678,78 @@ def test_a_reader_keeps_the_whole_version_it_opened_however_many_rewrites_follow
             assert path.read_text(encoding="utf-8") == text
         assert first + reader.read() == versions[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def _record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+            ) -> Tuple[scheduler.RunRecord, List[scheduler.PlannedStep], List[Dict[str, Any]]]:
+    """Return a RunRecord of make_plan() in tmp_path, the plan, and every version written."""
+    versions: List[Dict[str, Any]] = []
+    write = scheduler.write_bytes_atomic
+
+    def write_and_keep(path: Path, data: bytes) -> None:
+        write(path, data)
+        versions.append(json.loads(path.read_bytes()))
+
+    monkeypatch.setattr(scheduler, "write_bytes_atomic", write_and_keep)
+    plan = make_plan()
+    record = scheduler.RunRecord(tmp_path, scheduler.RunPlan(plan, plan, {}, tmp_path))
+    return record, plan, versions
+
+
+def _statuses(version: Dict[str, Any]) -> List[str]:
+    return [entry["status"] for entry in version["steps"]]
+
+
+OK = scheduler.Attempt(0, False, 0.5, b"")
+
+
+def test_a_step_boundary_is_one_rewrite_saying_one_step_ended_and_the_next_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record, plan, versions = _record(tmp_path, monkeypatch)
+    record.start_attempt(plan[0])
+    record.end_attempt(plan[0], OK, "succeeded", following=plan[1])
+    record.start_attempt(plan[1])  # recorded already: no rewrite, no second attempt
+    record.end_attempt(plan[1], OK, "succeeded")
+    record.finish("succeeded", 0)
+    assert [_statuses(v) for v in versions] == [
+        ["not_run"] * 4,
+        ["running", "not_run", "not_run", "not_run"],
+        ["succeeded", "running", "not_run", "not_run"],
+        ["succeeded", "succeeded", "not_run", "not_run"],
+        ["succeeded", "succeeded", "not_run", "not_run"],
+    ]
+    assert versions[2]["status"] == "running" and versions[-1]["status"] == "succeeded"
+    second = versions[-1]["steps"][1]
+    assert second["attempts"] == 1 and second["started"] is not None
+    assert versions[-1] == json.loads((tmp_path / "summary.json").read_bytes())
+    assert versions[-1]["steps"] == record.data["steps"]
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_a_step_recorded_as_running_that_never_started_is_put_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: bool) -> None:
+    # SIGTERM between two steps, or a log file that cannot be opened: the next step never ran.
+    record, plan, versions = _record(tmp_path, monkeypatch)
+    record.start_attempt(plan[0])
+    record.end_attempt(plan[0], OK, "succeeded", following=plan[1])
+    if fault:
+        record.finish_on_fault(70)
+    else:
+        record.finish("interrupted", 143)
+    last = versions[-1]
+    assert _statuses(last) == ["succeeded", "not_run", "not_run", "not_run"]
+    assert last["steps"][1] == versions[0]["steps"][1]  # attempts 0, started null
+    assert last["status"] == ("failed" if fault else "interrupted")
+
+
+def test_a_failed_step_is_recorded_before_anything_follows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record, plan, versions = _record(tmp_path, monkeypatch)
+    record.start_attempt(plan[0])
+    record.end_attempt(plan[0], scheduler.Attempt(3, False, 0.1, b""), "failed")
+    assert _statuses(versions[-1]) == ["failed", "not_run", "not_run", "not_run"]
+    record.start_attempt(plan[0])  # a retry is a rewrite of its own
+    assert _statuses(versions[-1])[0] == "running" and versions[-1]["steps"][0]["attempts"] == 2
 
 
 def test_multirun_jobs_share_the_lock_and_a_plain_run_is_kept_out(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""End to end: a long pipeline: summary.json, read while it is rewritten at every step
+boundary or left by a scheduler killed outright, is whole and true (CONTRACT §6)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set
+
+import pytest
+from conftest import scheduler_command, scheduler_env
+
+pytestmark = pytest.mark.e2e
+
+STEPS = 400
+
+
+def long_config(steps: int, slow: Optional[int] = None) -> str:
+    """Return a config of /bin/true steps; step number slow (1-based) sleeps instead."""
+    lines = ["steps:"]
+    for index in range(1, steps + 1):
+        lines.append('  - {script: /bin/sleep, args: ["30"]}' if index == slow
+                     else "  - {script: /bin/true}")
+    return "\n".join(lines) + "\n"
+
+
+def start(project: Path) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def summary_path(project: Path, proc: "subprocess.Popen[bytes]") -> Path:
+    """Wait for the run's summary.json to appear; return its path."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list((project / "outputs").glob("*/*/summary.json"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, "the scheduler ended before writing summary.json"
+        time.sleep(0.01)
+    raise AssertionError("no summary.json after 60 s")
+
+
+def running_step(summary: Dict[str, Any]) -> Optional[int]:
+    """Check that a summary of a running run of succeeding steps is true; return its running step.
+
+    Before the running step, every step succeeded; after it, none has started.
+    """
+    assert summary["status"] == "running"
+    statuses = [entry["status"] for entry in summary["steps"]]
+    assert len(statuses) == len(summary["steps"])
+    running = [i for i, status in enumerate(statuses, start=1) if status == "running"]
+    assert len(running) <= 1, running
+    done = running[0] - 1 if running else statuses.count("succeeded")
+    assert statuses[:done] == ["succeeded"] * done
+    rest = statuses[done + 1 if running else done:]
+    assert rest == ["not_run"] * len(rest)
+    return running[0] if running else None
+
+
+def read_while_running(path: Path, proc: "subprocess.Popen[bytes]",
+                       check: Callable[[Dict[str, Any]], None]) -> int:
+    """Read path until proc ends, checking every version read; return how many were read."""
+    reads = 0
+    while proc.poll() is None:
+        data = path.read_bytes()  # a torn or half-written file fails json.loads
+        summary = json.loads(data)
+        assert data.endswith(b"}\n")
+        if summary["status"] == "running":
+            check(summary)
+        reads += 1
+    return reads
+
+
+def test_summary_read_during_a_long_run_is_whole_and_names_the_running_step(
+        make_project: Callable[..., Path]) -> None:
+    project = make_project(long_config(STEPS))
+    proc = start(project)
+    seen: Set[int] = set()
+    try:
+        path = summary_path(project, proc)
+        reads = read_while_running(path, proc, lambda summary: seen.update(
+            [step for step in [running_step(summary)] if step is not None]))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    final = json.loads(path.read_bytes())
+    assert final["status"] == "succeeded"
+    assert [entry["attempts"] for entry in final["steps"]] == [1] * STEPS
+    assert [entry["name"] for entry in final["steps"]][:3] == ["true", "true-2", "true-3"]
+    assert final["steps"][-1]["name"] == f"true-{STEPS}"
+    assert reads > 1 and len(seen) > 1, (reads, seen)  # the reader did see the run move
+
+
+def test_a_scheduler_killed_outright_mid_run_leaves_the_truth(
+        make_project: Callable[..., Path]) -> None:
+    slow = STEPS // 2
+    project = make_project(long_config(STEPS, slow=slow))
+    proc = start(project)
+    try:
+        path = summary_path(project, proc)
+        deadline = time.monotonic() + 60
+        while running_step(json.loads(path.read_bytes())) != slow:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    summary = json.loads(path.read_bytes())
+    assert running_step(summary) == slow
+    assert summary["steps"][slow - 1]["command"] == ["/bin/sleep", "30"]
+    logs: List[Path] = [path.parent / entry["log"] for entry in summary["steps"][:slow]]
+    assert all(log.is_file() for log in logs)  # every step recorded as started did start
