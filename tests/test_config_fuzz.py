@@ -79,7 +79,7 @@ CASES = {
         "x: &a [1, *a]\nsteps:\n" + GOOD_STEP, ["alias refers to a node that holds it"]),
     "nested 40 levels deep": (nested(40) + "steps:\n" + GOOD_STEP, ["nested more than 32"]),
     "nested 3000 levels deep": (
-        "x: " + "[" * 3000 + "]" * 3000 + "\nsteps:\n" + GOOD_STEP, ["nested too deeply"]),
+        "x: " + "[" * 3000 + "]" * 3000 + "\nsteps:\n" + GOOD_STEP, ["nested", "deep"]),
     "an alias bomb": (ALIAS_BOMB + "steps:\n" + GOOD_STEP, ["more than 50000 values"]),
     "a merge bomb": (MERGE_BOMB + "steps:\n" + GOOD_STEP, ["more than 50000 values"]),
     "a merge of a number": (
