@@ -16,9 +16,11 @@ Sections, in the order one run meets them (the function to read first):
   Argument rendering: OmegaConf and Hydra  render_value, render_hydra_value
   Argument rendering: options, the table   ARGUMENT_STYLES, render_arguments
   Secrets (pure)                           find_secrets, mask
+  Secrets: notification URLs (pure)        mask_url, url_overrides
   Checks: keys and types                   has_type, wrong_types
   Checks: a step                           check_step
   Checks: the schedule                     check_schedule
+  Checks: notifications                    check_notify, check_url
   Checks: options and the whole config     check_config
   Planning: commands and environment      build_command, step_env, plan_steps
   Planning: the run                        plan_run -> RunPlan, load_config
@@ -31,11 +33,15 @@ Sections, in the order one run meets them (the function to read first):
   Failure dialog (I/O)                     ask_what_next
   Run record                               RunRecord (summary.json)
   Messages                                 Console, summary_table, print_problems
+  Notifications: what is sent (pure)       run_outcome, ping_body, webhook_payload
+  Notifications: the metrics file (pure)   metrics_text
   The pipeline: context and messages       Pipeline, announce_attempt, print_failure
   The pipeline: running it                 run_pipeline, run_step
   The run lock                             acquire_lock
   Keeping outputs/ small: what to prune    choose_prunable
   Keeping outputs/ small: pruning, cron.log run_pruning, rotate_cron_log
+  Notifications: requests (I/O)            send_request, start_heartbeat
+  Notifications: after a run (I/O)         report_run, send_notifications
   One job: leftovers, latest, dry run      remove_unused_run_dir, print_dry_run
   One job: the guarded pipeline            run_job, run_guarded
   Cron                                     run_cron, cron_entry, edit_crontab
@@ -43,6 +49,7 @@ Sections, in the order one run meets them (the function to read first):
   Hydra's error reports                    HeldErrorReport, report_hydra_error
   The sweep report                         sweep_report
   The sweep watch                          SweepWatch
+  Notifications: the sweep's               report_sweep (the sweep told once)
   A sweep, from the launching process      run_multirun
   Command line                             _main(argv), help_text, default_overrides
 """
@@ -216,10 +223,48 @@ class SchedulerOptions:
     keep: Any = field(default=None, metadata=_doc(  # a mapping: see check_keep()
         "prune finished runs as a run ends, keeping the newest runs and those younger than "
         "days: scheduler.keep.runs=20 scheduler.keep.days=90 (unset: keep all)"))
+    notify: Any = field(default=None, metadata=_doc(  # a mapping: Notify, check_notify()
+        "tell a heartbeat, a chat or a command how a run ended (keys below)"))
+    metrics_file: Optional[str] = field(default=None, metadata=_doc(
+        "Prometheus text file rewritten after each run: scheduler.metrics_file=run.prom"))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.notify, Notify):
+            self.notify = Notify(**notify_mapping(self.notify))
+
+
+@dataclass
+class Notify:
+    """scheduler.notify: who is told how a run ended (see the Notifications sections)."""
+
+    ping: Optional[str] = field(default=None, metadata=_doc(
+        "healthchecks-style URL: GET <url>/start, then POST <url>/<exit code>"))
+    webhook: Optional[str] = field(default=None, metadata=_doc(
+        "URL that gets POST JSON {\"text\": ...} (Slack, Mattermost), with status fields"))
+    command: Optional[List[Any]] = field(default=None, metadata=_doc(
+        "argv run after the run, with CRUDE_LINK_STATUS, _EXIT_CODE, _RUN_DIR, _SUMMARY"))
+    on: str = field(default="failure", metadata=_doc(
+        "failure | always | never: when webhook and command are used (ping: every run)"))
+    timeout: float = field(default=10.0, metadata=_doc(
+        "seconds per request (and for command); 3 tries, then a warning"))
+
+
+def notify_mapping(raw: Any) -> Dict[Any, Any]:
+    """Return scheduler.notify as a mapping; a YAML `on:` key (read as true) counts as 'on'.
+
+    YAML 1.1 reads an unquoted `on` as the boolean true; a string 'on' (an override) wins.
+    """
+    if not isinstance(raw, dict):
+        return {}
+    mapping = {key: value for key, value in raw.items() if key is not True}
+    if True in raw and "on" not in mapping:
+        mapping["on"] = raw[True]
+    return mapping
 
 
 STEP_KEYS = frozenset(f.name for f in fields(Step))
 OPTION_KEYS = frozenset(f.name for f in fields(SchedulerOptions))
+NOTIFY_KEYS = frozenset(f.name for f in fields(Notify))
 
 
 @dataclass
@@ -886,6 +931,41 @@ def mask_words(words: Sequence[str], secrets: Sequence[str]) -> List[str]:
     return [mask(word, secrets) for word in words]
 
 
+# ── Secrets: notification URLs (pure) ────────────────────────────────────
+
+# Ping and webhook URLs are credentials: crude-link shows only their scheme and host.
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def mask_url(url: str) -> str:
+    """Return a URL as crude-link shows it: scheme and host, then *** (and ***@ for a user)."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)?([^/?#]*)(.*)\Z", url, re.DOTALL)
+    assert match is not None  # every group may be empty: any text matches
+    scheme, host, rest = match.groups()
+    if "@" in host:
+        host = f"{MASK}@{host.rsplit('@', 1)[1]}"
+    if not scheme and not rest:  # no URL at all: could be anything, show nothing
+        return MASK if url else url
+    return f"{scheme or ''}{host}" + (f"/{MASK}" if rest.strip("/") else rest)
+
+
+def mask_urls(text: str) -> str:
+    """Return text with every URL in it masked as mask_url does."""
+    return _URL.sub(lambda match: mask_url(match.group(0)), text)
+
+
+def mask_command(command: Sequence[Any]) -> List[str]:
+    """Return the notify command's words with any URL in them masked."""
+    return [mask_urls(plain_text(word)) for word in command]
+
+
+def url_overrides(overrides: Sequence[str]) -> List[str]:
+    """Return the overrides (masked) that put a notification URL on the command line."""
+    return [mask_urls(o) for o in overrides
+            if o.lstrip("+~").startswith("scheduler.notify") and _URL.search(o)]
+
+
 # ── Checks: keys and types ───────────────────────────────────────────────
 
 _TYPE_TEXT = {
@@ -1136,6 +1216,64 @@ def control_name(char: str) -> str:
     return named.get(char, f"control character U+{ord(char):04X}")
 
 
+# ── Checks: notifications ────────────────────────────────────────────────
+
+NOTIFY_ON = ("failure", "always", "never")
+
+
+def check_notify(raw: Any, metrics_file: Any = None) -> List[str]:
+    """Return every problem with scheduler.notify and scheduler.metrics_file."""
+    problems = []
+    if metrics_file == "":
+        problems.append("scheduler: metrics_file must be a file path or null, got ''")
+    if raw is None:
+        return problems
+    if not isinstance(raw, dict):
+        return problems + [f"scheduler: notify must be a mapping (ping, webhook, command, on, "
+                           f"timeout), got {raw!r}"]
+    where = "scheduler.notify"
+    mapping = notify_mapping(raw)
+    type_failed = wrong_types(where, mapping, Notify)
+    problems += check_keys(where, mapping, Notify)
+    problems += [problem for key, problem in type_failed.items()
+                 if key not in ("ping", "webhook", "command")]  # said better below
+    for key in ("ping", "webhook"):
+        if mapping.get(key) is not None:
+            problem = check_url(mapping[key])
+            if problem:
+                problems.append(f"{where}: {key} {problem}")
+    command = mapping.get("command")
+    if command is not None and (not isinstance(command, list)
+                                or normalize_program(command) is None):
+        shown = command if isinstance(command, (list, dict)) else mask_urls(str(command))
+        problems.append(f"{where}: command must be a list of words (program and arguments), "
+                        f"e.g. [notify-send, crude-link], got {shown!r}")
+    on = mapping.get("on", "failure")
+    if "on" not in type_failed and on not in NOTIFY_ON:
+        problems.append(f"{where}: on must be one of {', '.join(NOTIFY_ON)}, got {on!r}")
+    timeout = mapping.get("timeout")
+    if "timeout" not in type_failed and isinstance(timeout, (int, float)) and timeout <= 0:
+        problems.append(f"{where}: timeout must be seconds > 0, got {timeout!r}")
+    return problems
+
+
+def check_url(url: Any) -> Optional[str]:
+    """Return why a notification URL is unusable, or None; the URL shows masked."""
+    from urllib.parse import urlsplit  # only configs that notify pay for this import
+
+    text = url if isinstance(url, str) else ""
+    shown = mask_url(text) if text else url
+    bad = f"must be an http:// or https:// URL with a host, got {shown!r}"
+    if not text or any(is_control(char) or char.isspace() for char in text):
+        return bad
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return f"is not a valid URL (look at its host and port), got {shown!r}"
+    return None if parts.scheme.lower() in ("http", "https") and parts.hostname else bad
+
+
 # ── Checks: options and the whole config ─────────────────────────────────
 
 KEEP_KEYS = ("runs", "days")  # scheduler.keep's
@@ -1203,7 +1341,8 @@ def check_options(raw: Any) -> List[str]:
     if start is not None and raw.get("resume") is True:
         problems.append("scheduler: from_step and resume=true both say where to start; "
                         "set only one of them")
-    return problems + check_keep(raw.get("keep"))
+    return (problems + check_keep(raw.get("keep"))
+            + check_notify(raw.get("notify"), raw.get("metrics_file")))
 
 
 TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
@@ -2144,6 +2283,14 @@ def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
         os.close(fd)
 
 
+def _read_text(path: Path) -> str:
+    """Return a file's text, or '' if it cannot be read (gone, say)."""
+    try:
+        return path.read_text("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 class RunRecord:
     """summary.json: the run and every step of the config, rewritten on each change.
 
@@ -2237,6 +2384,11 @@ class RunRecord:
                 self._encode(entry["index"])
         self.finish(FAILED, exit_code)
 
+    def add_notifications(self, tries: List[Dict[str, Any]]) -> None:
+        """Record notifications sent for the run: every try, with its HTTP status."""
+        self.data.setdefault("notifications", []).extend(tries)
+        self.write()
+
     def _encode(self, index: int) -> None:
         self._lines[index - 1] = json.dumps(self.data["steps"][index - 1]).encode()
 
@@ -2325,6 +2477,231 @@ def print_fault(error: OSError, where: Path, outcome: str) -> None:
     """Print one line on a fault of the machine: the path, the system's reason, the outcome."""
     print(colored(f"crude-link: a fault of the machine: {error.filename or where}: "
                   f"{error.strerror or error}; {outcome}", "red"), file=sys.stderr)
+
+
+# ── Notifications: what is sent (pure) ───────────────────────────────────
+
+# How a run ended reaches people who are not looking: a heartbeat URL (healthchecks'
+# /start and /<exit code>), a chat webhook, a command. Built here from summary.json's
+# data; sent by the I/O sections before "One job", which never change an exit code.
+
+NOTIFY_TRIES = 3
+NOTIFY_BACKOFF = (1.0, 2.0)  # seconds before the second and the third try
+PING_BODY_LIMIT = 100 * 1024  # healthchecks keeps at most this much of a ping's body
+USER_AGENT = "crude-link"  # some services refuse urllib's own Python-urllib/3.x
+
+
+def ping_url(base: str, signal_path: str, rid: str) -> str:
+    """Return <base>/<signal_path>?rid=<rid>, keeping a query the base URL has."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    query = "&".join(q for q in (parts.query, f"rid={rid}") if q)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + signal_path,
+                                     query=query))
+
+
+def run_id(folder: Path) -> str:
+    """Return the uuid that ties a run's (or a sweep's) start and end pings together.
+
+    Made from the host and the run folder, which is the run's own, so the jobs of a sweep
+    and its launching process all find the sweep's without being told.
+    """
+    import uuid  # only runs that notify pay for this import
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"crude-link://{socket.gethostname()}{folder}"))
+
+
+@dataclass
+class Outcome:
+    """How a run or a sweep ended, as notifications tell it."""
+
+    status: str
+    exit_code: int
+    run_dir: str
+    summary: str  # the path of its summary.json
+    config: str  # the config name
+    host: str
+    table: List[str] = field(default_factory=list)  # the final table, or a sweep's jobs
+    failed_step: Optional[str] = None
+    failed_exit_code: Optional[int] = None
+    failed_log: Optional[str] = None
+    last_lines: List[str] = field(default_factory=list)  # masked already
+    sweep: bool = False
+
+
+def failed_step_of(steps: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    """Return the first step that failed, timed out or was interrupted, or None."""
+    return next((s for s in steps if s.get("status") in (FAILED, TIMED_OUT, INTERRUPTED)), None)
+
+
+def run_outcome(summary: Mapping[str, Any], run_dir: Path, exit_code: int, config: str,
+                host: str, tail: Sequence[str] = ()) -> Outcome:
+    """Return a run's outcome from its summary.json data; tail: the failed step's last lines."""
+    steps = summary.get("steps", [])
+    status = summary.get("status") or FAILED
+    failed = failed_step_of(steps)
+    return Outcome(
+        status=FAILED if status == RUNNING else status, exit_code=exit_code,
+        run_dir=str(run_dir), summary=str(run_dir / "summary.json"), config=config, host=host,
+        table=summary_table(list(steps)),
+        failed_step=failed["name"] if failed else None,
+        failed_exit_code=failed.get("exit_code") if failed else None,
+        failed_log=str(run_dir / failed["log"]) if failed else None,
+        last_lines=list(tail) if failed else [])
+
+
+def headline(outcome: Outcome) -> str:
+    """Return the outcome in one line: 'crude-link on gpu1: run failed (exit code 3) at ...'."""
+    what = "sweep" if outcome.sweep else "run"
+    line = f"crude-link on {outcome.host}: {what} {outcome.status} (exit code {outcome.exit_code})"
+    if outcome.failed_step:
+        line += f" at step '{outcome.failed_step}'"
+        if outcome.failed_exit_code is not None:
+            line += f" (exit code {outcome.failed_exit_code})"
+    return f"{line}; config '{outcome.config}', {outcome.run_dir}"
+
+
+def should_tell(on: str, status: str) -> bool:
+    """Return whether the webhook and the command are used for a run that ended so."""
+    return on == "always" or on == "failure" and status != SUCCEEDED
+
+
+def ping_body(outcome: Outcome, limit: int = PING_BODY_LIMIT) -> bytes:
+    """Return the end ping's body: outcome, failed step, its log and last lines, the table."""
+    lines = [headline(outcome), f"run folder: {outcome.run_dir}"]
+    if outcome.failed_step:
+        lines += [f"failed step: {outcome.failed_step}, exit code {outcome.failed_exit_code}",
+                  f"log: {outcome.failed_log}"]
+    lines += ["", *outcome.table]
+    if outcome.last_lines:
+        lines += ["", f"last lines of output of '{outcome.failed_step}':",
+                  *(f"| {line}" for line in outcome.last_lines)]
+    return truncate_utf8("\n".join(lines) + "\n", limit)
+
+
+def truncate_utf8(text: str, limit: int) -> bytes:
+    """Return text as UTF-8, cut to at most limit bytes (never inside a character)."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return data
+    marker = b"\n[... cut by crude-link]\n"
+    return data[:limit - len(marker)].decode("utf-8", errors="ignore").encode() + marker
+
+
+def webhook_payload(outcome: Outcome) -> Dict[str, Any]:
+    """Return the webhook's JSON: Slack's and Mattermost's `text`, and fields for machines."""
+    text = headline(outcome)
+    if outcome.sweep:
+        text += "\n" + "\n".join(outcome.table)
+    if outcome.last_lines:
+        text += "\n```\n" + "\n".join(outcome.last_lines) + "\n```"
+    return {"text": text, "status": outcome.status, "exit_code": outcome.exit_code,
+            "run_dir": outcome.run_dir, "failed_step": outcome.failed_step,
+            "host": outcome.host, "config": outcome.config}
+
+
+def command_env(outcome: Outcome, base_env: Mapping[str, str]) -> Dict[str, str]:
+    """Return the notify command's environment: the caller's and how the run ended."""
+    return {**base_env, "CRUDE_LINK_STATUS": outcome.status,
+            "CRUDE_LINK_EXIT_CODE": str(outcome.exit_code),
+            "CRUDE_LINK_RUN_DIR": outcome.run_dir, "CRUDE_LINK_SUMMARY": outcome.summary}
+
+
+def would_notify(notify: "Notify", metrics_file: Optional[Path]) -> List[str]:
+    """Return what a real run would send, in words, for a dry run (URLs masked)."""
+    lines = []
+    if notify.ping:
+        lines.append(f"would GET {mask_url(notify.ping)}/start?rid=<run id> at the start, "
+                     f"and POST {mask_url(notify.ping)}/<exit code>?rid=<run id> at the end")
+    when = {"always": "after every run", "failure": "if the run fails", "never": ""}[notify.on]
+    if notify.webhook and when:
+        lines.append(f"would POST JSON to the webhook {mask_url(notify.webhook)} {when}")
+    if notify.command and when:
+        lines.append(f"would run {shlex.join(mask_command(notify.command))} {when}")
+    if metrics_file is not None:
+        lines.append(f"would rewrite the metrics file {metrics_file}")
+    return lines
+
+
+# ── Notifications: the metrics file (pure) ───────────────────────────────
+
+# Prometheus' text format, for node_exporter's textfile collector.
+
+def _timestamp(iso: Any) -> Optional[float]:
+    with contextlib.suppress(TypeError, ValueError):
+        return datetime.fromisoformat(iso).timestamp()
+    return None
+
+
+def _label(value: str) -> str:
+    """Return a Prometheus label value, escaped as its text format asks."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_METRICS = {  # name → (help, type)
+    "crude_link_last_run_start_timestamp_seconds": "When the last run started (Unix time).",
+    "crude_link_last_run_end_timestamp_seconds": "When the last run ended (Unix time).",
+    "crude_link_last_success_timestamp_seconds": "When a run last succeeded (Unix time; 0: "
+                                                 "never seen).",
+    "crude_link_last_run_exit_code": "The last run's exit code.",
+    "crude_link_last_run_status": "1 for the last run's status, 0 for the others.",
+    "crude_link_step_duration_seconds": "Seconds the step ran in the last run, all attempts.",
+    "crude_link_step_attempts": "Attempts of the step in the last run (0: not run).",
+    "crude_link_step_status": "1 for the step's status in the last run, 0 for the others.",
+}
+RUN_STATUSES = (SUCCEEDED, FAILED, ABORTED, INTERRUPTED)
+STEP_STATUSES = (SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED, SKIPPED, NOT_RUN, RUNNING)
+
+
+def metrics_text(summary: Mapping[str, Any], exit_code: int, config: str,
+                 last_success: Optional[float]) -> str:
+    """Return the Prometheus text-format metrics of a finished run.
+
+    last_success is the time an earlier run succeeded (read back from the file), for a run
+    that did not.
+    """
+    status = summary.get("status")
+    started, finished = _timestamp(summary.get("started")), _timestamp(summary.get("finished"))
+    if status == SUCCEEDED:
+        last_success = finished
+    run = f'config="{_label(config)}"'
+    samples: Dict[str, List[str]] = {name: [] for name in _METRICS}
+    for name, value in (("crude_link_last_run_start_timestamp_seconds", started),
+                        ("crude_link_last_run_end_timestamp_seconds", finished),
+                        ("crude_link_last_success_timestamp_seconds", last_success or 0),
+                        ("crude_link_last_run_exit_code", exit_code)):
+        if value is not None:
+            samples[name].append(f"{name}{{{run}}} {value:g}" if isinstance(value, int)
+                                 else f"{name}{{{run}}} {value:.3f}")
+    samples["crude_link_last_run_status"] = [
+        f'crude_link_last_run_status{{{run},status="{s}"}} {int(s == status)}'
+        for s in RUN_STATUSES]
+    for step in summary.get("steps", []):
+        labels = f'{run},step="{_label(str(step.get("name")))}"'
+        if step.get("duration_s") is not None:
+            samples["crude_link_step_duration_seconds"].append(
+                f"crude_link_step_duration_seconds{{{labels}}} {step['duration_s']:.3f}")
+        samples["crude_link_step_attempts"].append(
+            f"crude_link_step_attempts{{{labels}}} {int(step.get('attempts') or 0)}")
+        samples["crude_link_step_status"] += [
+            f'crude_link_step_status{{{labels},status="{s}"}} {int(s == step.get("status"))}'
+            for s in STEP_STATUSES]
+    lines = []
+    for name, meaning in _METRICS.items():
+        lines += [f"# HELP {name} {meaning}", f"# TYPE {name} gauge", *samples[name]]
+    return "\n".join(lines) + "\n"
+
+
+def last_success_in(text: str, config: str) -> Optional[float]:
+    """Return the last success time a metrics file holds for a config, or None."""
+    pattern = (r'^crude_link_last_success_timestamp_seconds\{config="'
+               + re.escape(_label(config)) + r'"\} (\S+)$')
+    match = re.search(pattern, text, re.MULTILINE)
+    with contextlib.suppress(ValueError, AttributeError):
+        value = float(match.group(1))  # type: ignore[union-attr]
+        return value if value > 0 else None
+    return None
 
 
 # ── The pipeline: its context and messages ───────────────────────────────
@@ -2793,6 +3170,244 @@ def rotate_cron_log(path: Path, limit: int = CRON_LOG_LIMIT) -> None:
         return  # no cron.log, or none to rotate: never worth failing a run
 
 
+# ── Notifications: requests (I/O) ────────────────────────────────────────
+
+# Nothing here raises: what fails is recorded, then warned of.
+
+def send_request(kind: str, method: str, url: str, body: Optional[bytes], content_type: str,
+                 timeout: float, sleep: Callable[[float], None] = time.sleep
+                 ) -> List[Dict[str, Any]]:
+    """Send one HTTP request, up to NOTIFY_TRIES times; return every try (URL masked).
+
+    A 2xx answer ends it, so does a 4xx (asking again would get the same); a 5xx, 429, a
+    timeout or a network error is tried again. A certificate error is not: it will not pass.
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    tries: List[Dict[str, Any]] = []
+    for number in range(1, NOTIFY_TRIES + 1):
+        entry: Dict[str, Any] = {"kind": kind, "method": method, "url": mask_url(url),
+                                 "try": number, "at": now_iso(), "status": None}
+        final = False
+        headers = {"User-Agent": USER_AGENT}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read(PING_BODY_LIMIT)
+                entry["status"] = response.status
+        except urllib.error.HTTPError as error:
+            error.close()
+            entry.update(status=error.code, error=f"HTTP {error.code} {error.reason}")
+            final = error.code < 500 and error.code != 429
+        except Exception as error:  # no answer, a dropped connection...: reported, not raised
+            reason = getattr(error, "reason", error)
+            final = isinstance(reason, ssl.SSLCertVerificationError)
+            entry["error"] = mask_urls(describe_request_error(reason, timeout))
+        tries.append(entry)
+        if final or entry["status"] is not None and 200 <= entry["status"] < 300:
+            break
+        if number < NOTIFY_TRIES:
+            sleep(NOTIFY_BACKOFF[number - 1])
+    return tries
+
+
+def describe_request_error(reason: Any, timeout: float) -> str:
+    """Return why a request got no answer, in words."""
+    import ssl
+
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"HTTPS certificate error: {reason.verify_message or reason}"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:g}s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def send_start_ping(notify: "Notify", rid: str) -> Callable[[], List[Dict[str, Any]]]:
+    """Send GET <ping>/start?rid= in the background; return a function that waits for it.
+
+    In a thread, so a slow heartbeat service never delays the first step.
+    """
+    if not notify.ping:
+        return list
+    tries: List[Dict[str, Any]] = []
+    url = ping_url(notify.ping, "start", rid)
+    thread = threading.Thread(target=lambda: tries.extend(
+        send_request("ping", "GET", url, None, "", notify.timeout)), name="start-ping",
+        daemon=True)
+    thread.start()
+
+    def wait() -> List[Dict[str, Any]]:
+        thread.join()
+        return tries
+
+    return wait
+
+
+def start_heartbeat(notify: "Notify", run_dir: Path, job: Optional[int] = None
+                    ) -> Callable[[], List[Dict[str, Any]]]:
+    """Send a run's /start ping; a multirun's is the sweep's, sent by its job 0 alone."""
+    if not notify.ping or job not in (None, 0):
+        return list
+    return send_start_ping(notify, run_id(run_dir if job is None else run_dir.parent))
+
+
+# ── Notifications: after a run (I/O) ─────────────────────────────────────
+
+def _warn(lines: Sequence[str]) -> None:
+    """Print a warning on stderr (a quiet run shows it too) and into scheduler.log."""
+    sys.stdout.flush()
+    for line in lines:
+        log.warning(line)
+        print(colored(line, "yellow"), file=sys.stderr, flush=True)
+
+
+def run_notify_command(command: Sequence[Any], env: Mapping[str, str], cwd: Path,
+                       timeout: float) -> Dict[str, Any]:
+    """Run the notify command once (it may send mail: no retries); return what happened."""
+    argv = [plain_text(word) for word in command]
+    entry: Dict[str, Any] = {"kind": "command", "command": mask_command(command), "try": 1,
+                             "at": now_iso(), "exit_code": None}
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    except OSError as error:
+        entry.update(exit_code=EXIT_NOT_FOUND if isinstance(error, FileNotFoundError)
+                     else EXIT_CANNOT_EXECUTE, error=f"cannot start {argv[0]!r}: {error.strerror}")
+        return entry
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        entry["error"] = f"killed after {timeout:g}s"
+    entry["exit_code"] = EXIT_SIGNAL_BASE - proc.returncode if proc.returncode < 0 \
+        else proc.returncode
+    lines = last_lines(output[-TAIL_BYTES:])
+    for line in lines:
+        log.info("notify command: %s", mask_urls(line))
+    if entry["exit_code"] and lines:
+        entry["output"] = [mask_urls(line) for line in lines]
+    return entry
+
+
+def failed_tries(tries: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Return a warning line for each notification whose last try did not get through."""
+    last: Dict[Tuple[str, str, str], Mapping[str, Any]] = {}
+    for entry in tries:  # the start and the end ping differ by method, not by masked URL
+        target = entry.get("url") or " ".join(entry.get("command", []))
+        last[(entry["kind"], entry.get("method", ""), target)] = entry
+    lines = []
+    for (kind, _, target), entry in last.items():
+        if kind == "command":
+            if entry.get("exit_code") != 0:
+                why = entry.get("error") or f"exit code {entry.get('exit_code')}"
+                lines.append(f"crude-link: warning: the notify command {target} failed: {why}"
+                             + "".join(f"\n  | {line}" for line in entry.get("output", [])))
+        elif not (entry.get("status") and 200 <= entry["status"] < 300):
+            why = entry.get("error") or f"HTTP {entry.get('status')}"
+            lines.append(f"crude-link: warning: the {kind} {entry.get('method')} {target} "
+                         f"failed after {entry['try']} tr{'y' if entry['try'] == 1 else 'ies'}: "
+                         f"{why}")
+    return lines
+
+
+def send_notifications(notify: "Notify", outcome: Outcome, rid: str,
+                       started: Callable[[], List[Dict[str, Any]]] = list,
+                       base_env: Optional[Mapping[str, str]] = None, cwd: Path = ROOT
+                       ) -> List[Dict[str, Any]]:
+    """Send the end ping, the webhook and the command as notify says; return every try.
+
+    Never raises, and a failure is a warning: the run's outcome is already decided.
+    """
+    tries: List[Dict[str, Any]] = []
+    try:
+        tries += started()
+        if notify.ping:
+            tries += send_request("ping", "POST", ping_url(notify.ping, str(outcome.exit_code),
+                                                           rid),
+                                  ping_body(outcome), "text/plain; charset=utf-8",
+                                  notify.timeout)
+        if should_tell(notify.on, outcome.status):
+            if notify.webhook:
+                body = json.dumps(webhook_payload(outcome)).encode()
+                tries += send_request("webhook", "POST", notify.webhook, body,
+                                      "application/json", notify.timeout)
+            if notify.command:
+                env = command_env(outcome, os.environ if base_env is None else base_env)
+                tries.append(run_notify_command(notify.command, env, cwd, notify.timeout))
+    except KeyboardInterrupt:
+        tries.append({"kind": "notify", "at": now_iso(), "error": "cancelled by Ctrl-C"})
+    except Exception as error:  # a bug here must not cost the run its record
+        log.exception("notifications failed")
+        tries.append({"kind": "notify", "at": now_iso(), "error": mask_urls(_first_line(error))})
+    _warn(failed_tries(tries))
+    return tries
+
+
+def _log_tail(path: Path) -> bytes:
+    """Return the end of a step's log without crude-link's separator lines ('' if unread)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - TAIL_BYTES))
+            data = file.read()
+    except OSError:
+        return b""
+    return re.sub(rb"(?m)^=== crude-link: step .*attempt \d+ at .* ===\n", b"", data)
+
+
+def write_metrics(path: Path, summary: Mapping[str, Any], exit_code: int, config: str) -> None:
+    """Rewrite the metrics file atomically; a failure is a warning, never the run's."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        last = last_success_in(_read_text(path), config)
+        write_text_atomic(path, metrics_text(summary, exit_code, config, last))
+    except OSError as error:
+        _warn([f"crude-link: warning: cannot write the metrics file {path}: "
+               f"{error.strerror or error}"])
+
+
+def metrics_path(metrics_file: Optional[str], root: Path) -> Optional[Path]:
+    """Return where the metrics file goes: a relative path is from the root folder."""
+    return root / metrics_file if metrics_file else None
+
+
+def report_run(options: "SchedulerOptions", record: RunRecord, root: Path, code: int,
+               config: str, started: Callable[[], List[Dict[str, Any]]], tell: bool,
+               secrets: Sequence[str] = ()) -> None:
+    """After a run: rewrite the metrics file, send the notifications, record every try.
+
+    tell is False for a multirun's jobs: the sweep is told once, at its end.
+    """
+    path = metrics_path(options.metrics_file, root)
+    if path is not None:
+        write_metrics(path, record.data, code, config)
+    notify = options.notify
+    if not tell:
+        tries = started()
+    else:
+        failed = failed_step_of(record.data["steps"])
+        tail = [mask(line, secrets) for line in
+                last_lines(_log_tail(record.path.parent / failed["log"]))] if failed else []
+        outcome = run_outcome(record.data, record.path.parent, code, config,
+                              socket.gethostname(), tail)
+        tries = send_notifications(notify, outcome, run_id(record.path.parent), started,
+                                   cwd=root)
+    record.add_notifications(tries)
+
+
+def print_would_notify(options: "SchedulerOptions", root: Path) -> None:
+    """Say, in a dry run, what a real run would send (it sends nothing)."""
+    for line in would_notify(options.notify, metrics_path(options.metrics_file, root)):
+        print(f"crude-link: dry run: {line}")
+
+
 # ── One job: leftovers, latest, dry run ──────────────────────────────────
 
 HYDRA_FILES = frozenset(["config.yaml", "hydra.yaml", "overrides.yaml"])  # in .hydra/
@@ -2903,6 +3518,7 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
         print_dry_run(plan.selected, ROOT, run_dir, os.environ, len(plan.steps))
         if keep_limits(options.keep) != Keep() and not _in_multirun():
             print_prunable(ROOT, run_dir, keep_limits(options.keep), plan)
+        print_would_notify(options, ROOT)
         return EXIT_OK
     if plan.nothing_to_resume:
         console = Console(Terminal(sys.stdout.fileno(), options.quiet))
@@ -2931,7 +3547,11 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
         link_latest(ROOT / "outputs", run_dir)
         stop.watchdog = Watchdog(options.kill_grace, lock)
         record = RunRecord(run_dir, plan)
+        job = HydraConfig.get().job.num if _in_multirun() else None
+        started = start_heartbeat(options.notify, run_dir, job)
         code = run_guarded(pipeline, record, plan.selected)
+        report_run(options, record, ROOT, code, str(HydraConfig.get().job.config_name),
+                   started, tell=job is None, secrets=plan.steps[0].secrets)
         if lock is not None and not _in_multirun():  # under an exclusive lock only
             run_pruning(ROOT, run_dir, keep_limits(options.keep))
         return code
@@ -3082,6 +3702,14 @@ def run_cron_action(action: str, line: str, tag: str) -> int:
     return EXIT_OK
 
 
+def warn_urls_in_crontab(overrides: Sequence[str]) -> None:
+    """Warn when the crontab line would carry a notification URL, given as an override."""
+    found = url_overrides(overrides)
+    if found:
+        _warn([f"crude-link: warning: the crontab line repeats {', '.join(found)} in clear "
+               "(URLs are credentials); put the URL in config.yaml as ${oc.env:...} instead"])
+
+
 def run_cron(options: SchedulerOptions, config_dir: Optional[str], config_name: str,
              overrides: List[str]) -> int:
     """Check the words of this folder's crontab line, then print, install or remove it."""
@@ -3094,6 +3722,8 @@ def run_cron(options: SchedulerOptions, config_dir: Optional[str], config_name: 
         return EXIT_CONFIG_ERROR
     line, tag = cron_entry(options.schedule or "", sys.executable, ROOT, config_dir,
                            config_name, overrides, quiet=options.quiet)
+    if action in ("print", "install"):
+        warn_urls_in_crontab(overrides)
     return run_cron_action(action, line, tag)
 
 
@@ -3282,14 +3912,6 @@ GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude
 def _job_number(submitit_id: str) -> int:
     """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
     return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
-
-
-def _read_text(path: Path) -> str:
-    """Return a file's text, or '' if it cannot be read (gone, say)."""
-    try:
-        return path.read_text("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _job_overrides(job: Path) -> str:
@@ -3481,10 +4103,90 @@ def _sent_to_slurm(folder: Path) -> bool:
                for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
-# ── A sweep, from the launching process ──────────────────────────────────
+# ── Notifications: the sweep's ───────────────────────────────────────────
+
+def report_sweep(watch: SweepWatch, code: int) -> int:
+    """Tell the sweep's outcome once, as its first job's notify says; return code unchanged."""
+    folder = watch.sweep_dir()
+    if folder is None:
+        return code
+    try:
+        jobs = sorted((p for p in folder.iterdir() if p.name.isdigit() and p.is_dir()),
+                      key=lambda p: int(p.name))
+        options = _sweep_options(jobs)
+        if options is None or options.dry_run or options.cron:
+            return code
+        outcome = sweep_outcome(folder, jobs, code, socket.gethostname())
+        tries = send_notifications(options.notify, outcome, run_id(folder))
+        if tries:
+            summary = folder / "summary.json"
+            data: Dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(summary.read_text("utf-8"))
+            data["notifications"] = data.get("notifications", []) + tries
+            write_text_atomic(summary, json.dumps(data, indent=1) + "\n")
+    except Exception as error:  # the sweep's exit code is decided; never lose it here
+        _warn([f"crude-link: warning: cannot send the sweep's notifications: "
+               f"{mask_urls(_first_line(error))}"])
+    return code
+
+
+def _sweep_options(jobs: Sequence[Path]) -> Optional["SchedulerOptions"]:
+    """Return the scheduler options the sweep's first job was composed with, or None."""
+    for job in jobs:
+        with contextlib.suppress(OSError, OmegaConfBaseException):
+            cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+            node = OmegaConf.select(cfg, "scheduler")
+            node = node if isinstance(node, DictConfig) else OmegaConf.create({})
+            raw: Dict[str, Any] = {
+                key: OmegaConf.to_container(node[key], resolve=True)
+                if isinstance(node[key], (DictConfig, ListConfig)) else node[key]
+                for key in ("notify", "dry_run", "cron") if key in node}
+            if check_notify(raw.get("notify")):
+                return None  # the job said so already, as a config error
+            return SchedulerOptions(**raw)
+    return None
+
+
+def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> Outcome:
+    """Return a sweep's outcome from its jobs' summaries: one line per job, the first failure."""
+    table, first = [], None
+    for job in jobs:
+        summary: Dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            summary = json.loads((job / "summary.json").read_text("utf-8"))
+        status = summary.get("status", "no summary")
+        line = f"job {job.name}{_job_overrides(job)}: {status}"
+        if summary:
+            line += f" (exit code {summary.get('exit_code')})"
+        failed = failed_step_of(summary.get("steps", []))
+        if failed:
+            line += f", step '{failed['name']}' {failed['status']}"
+            if first is None:  # its last lines stay out: this process knows no secrets
+                first = run_outcome(summary, job, code, "", host)
+        table.append(line)
+    config = _read_text(jobs[0] / ".hydra" / "hydra.yaml") if jobs else ""
+    name = re.search(r"^    config_name: (.*)$", config, re.MULTILINE)
+    outcome = Outcome(status=SUCCEEDED if code == EXIT_OK else FAILED, exit_code=code,
+                      run_dir=str(folder), summary=str(folder / "summary.json"),
+                      config=name.group(1).strip() if name else "config", host=host,
+                      table=table, sweep=True)
+    if first is not None:
+        outcome = replace(outcome, failed_step=first.failed_step,
+                          failed_exit_code=first.failed_exit_code, failed_log=first.failed_log,
+                          last_lines=first.last_lines)
+    return outcome
+
+
+# ── A sweep, from the launching process ───────────────────────────────────
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
+    return report_sweep(watch, run_sweep(watch, held))  # one notification per sweep
+
+
+def run_sweep(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
+    """Run the multirun, with the watch, and print the sweep report; return the exit code."""
 
     def stopped(signum: int, frame: Any) -> None:
         raise SweepStopped(signum)
@@ -3550,6 +4252,7 @@ def help_text() -> str:
         "",
         "Scheduler options (scheduler: in config.yaml, or scheduler.KEY=VALUE):",
         rows(SchedulerOptions),
+        rows(Notify, "notify."),
         "",
         "Argument styles: the words after the script for arguments: " + render_value(example),
         *(f"  {style.ljust(11)}{' '.join(render_arguments(example, style))}"
