@@ -28,10 +28,11 @@ Sections, in the order one run meets them (the function to read first):
   Stopping a step: signals                 StopRequest (and which handler is live when)
   Stopping a step: on Slurm                SlurmJob, step_signaller
   Stopping a step: the schedule            StopSchedule
-  Running a step: its output               Terminal, Sinks
+  Running a step: outcome, output, reaping Attempt, Terminal, _reap (os.wait4: the cost)
   Running a step: the attempt              run_attempt
   Failure dialog (I/O)                     ask_what_next
-  Run record                               RunRecord (summary.json)
+  Cost and summary.md (pure)               add_attempt_cost, summary_markdown
+  Run record                               RunRecord (summary.json, summary.md)
   Messages                                 Console, summary_table, print_problems
   Notifications: what is sent (pure)       run_outcome, ping_body, webhook_payload
   Notifications: the metrics file (pure)   metrics_text
@@ -44,6 +45,10 @@ Sections, in the order one run meets them (the function to read first):
   Notifications: after a run (I/O)         report_run, send_notifications
   One job: leftovers, latest, dry run      remove_unused_run_dir, print_dry_run
   One job: the guarded pipeline            run_job, run_guarded
+  History rows (pure)                      history_row, format_history
+  The HTML report: colours and bars (pure) render_timeline_bars
+  The HTML report: the page (pure)         render_report
+  History and report (I/O)                 run_history, read_history
   Cron                                     run_cron, cron_entry, edit_crontab
   Hydra's main                             main
   Hydra's error reports                    HeldErrorReport, report_hydra_error
@@ -59,11 +64,13 @@ import errno
 import fcntl
 import functools
 import gc
+import html
 import json
 import logging
 import math
 import os
 import re
+import resource
 import select
 import shlex
 import shutil
@@ -143,6 +150,7 @@ SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "c
 ARGUMENT_FORMAT = "{key}={value}"  # a step's default argument_format
 ON_FAILURE_CHOICES = ("ask", "abort", "continue")
 CRON_ACTIONS = ("print", "install", "remove")
+HISTORY_FORMATS = ("table", "json", "csv", "markdown")  # how scheduler.history prints
 CRON_LOG = "cron.log"  # in <root>/outputs/
 LATEST_LINK = "latest"  # <root>/outputs/latest -> the newest run folder
 CHOICES = {"r": "retry", "p": "pipeline", "s": "skip", "a": "abort"}
@@ -227,6 +235,13 @@ class SchedulerOptions:
         "tell a heartbeat, a chat or a command how a run ended (keys below)"))
     metrics_file: Optional[str] = field(default=None, metadata=_doc(
         "Prometheus text file rewritten after each run: scheduler.metrics_file=run.prom"))
+    history: Optional[int] = field(default=None, metadata=_doc(
+        "print the newest N runs (0: all), run no step: scheduler.history=20"))
+    history_format: str = field(default="table", metadata=_doc(
+        "table | json | csv | markdown: how history prints its rows"))
+    report: Optional[str] = field(default=None, metadata=_doc(
+        "write an HTML report of the newest runs (history; 30) there, run no step: "
+        "scheduler.report=outputs/report.html"))
 
     def __post_init__(self) -> None:
         if not isinstance(self.notify, Notify):
@@ -1010,6 +1025,22 @@ def has_type(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _number(value: Any) -> Optional[float]:
+    """Return value as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _whole(value: Any) -> Optional[int]:
+    """Return value if it is a whole number (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
 def check_keys(where: str, raw: Mapping[str, Any], schema: Any) -> List[str]:
     """Return a problem for each key the schema lacks, with a did-you-mean hint."""
     known = sorted(f.name for f in fields(schema))
@@ -1345,6 +1376,41 @@ def check_options(raw: Any) -> List[str]:
             + check_notify(raw.get("notify"), raw.get("metrics_file")))
 
 
+def report_path(report: str, root: Path) -> Path:
+    """Return where the report goes: a relative path is relative to the project folder."""
+    path = Path(report).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def check_history_options(raw: Any, root: Path) -> List[str]:
+    """Return the problems of the history, history_format and report options."""
+    if not isinstance(raw, dict):
+        return []
+    problems = []
+    count = _whole(raw.get("history"))
+    if count is not None and count < 0:
+        problems.append(f"scheduler: history must be a number of runs >= 0 (0: every run), "
+                        f"got {count!r}")
+    fmt = raw.get("history_format", "table")
+    if isinstance(fmt, str) and fmt not in HISTORY_FORMATS:
+        problems.append(f"scheduler: history_format must be one of {', '.join(HISTORY_FORMATS)}, "
+                        f"got {fmt!r}")
+    elif fmt != "table" and raw.get("history") is None and raw.get("report") is None:
+        problems.append(f"scheduler: history_format={fmt} is how the history prints: also set "
+                        f"scheduler.history=N (the newest N runs)")
+    report = raw.get("report")
+    if isinstance(report, str):
+        where = report_path(report, root)
+        if not report.lower().endswith(".html"):
+            problems.append(f"scheduler: report must be a file name ending in .html, "
+                            f"got {report!r}")
+        elif not where.parent.is_dir():
+            problems.append(f"scheduler: report: the folder {where.parent} does not exist (a "
+                            f"relative report path is relative to {root}); create it or write "
+                            f"e.g. scheduler.report=outputs/report.html")
+    return problems
+
+
 TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
 
 
@@ -1393,7 +1459,7 @@ def check_config(steps: Any, options: Any, defaults: Any, root: Path,
         return [f"steps: must be a list of steps, got {type(steps).__name__}"]
     names, problems = named or derive_names(steps, defaults)  # named: derived by the caller
     problems = list(problems)
-    option_problems = check_options(options)
+    option_problems = check_options(options) + check_history_options(options, root)
     options = options if isinstance(options, dict) else {}
     style = options.get("argument_style")
     style = style if style in ARGUMENT_STYLES else "omegaconf"
@@ -1978,7 +2044,7 @@ class StopSchedule:
         return self.killed_at is not None and now >= self.killed_at + 4 * POLL_INTERVAL
 
 
-# ── Running a step: its output (I/O) ─────────────────────────────────────
+# ── Running a step: outcome, output, reaping ─────────────────────────────
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of data to fd (os.write may write less)."""
@@ -1993,6 +2059,11 @@ class Attempt:
     timed_out: bool
     duration: float
     tail: bytes
+    # What the step's processes cost, from os.wait4 (None: it never started).
+    cpu_user_s: Optional[float] = None
+    cpu_system_s: Optional[float] = None
+    max_rss_kb: Optional[int] = None
+    rss_floor_kb: Optional[int] = None  # the scheduler's own peak then: see add_attempt_cost
 
 
 class Terminal:
@@ -2043,6 +2114,36 @@ class Sinks:
     announce: Callable[[], None]  # called as soon as the command has started (or failed to)
 
 
+def _reap(proc: "subprocess.Popen[bytes]", timeout: Optional[float], cost: Dict[str, Any]
+          ) -> bool:
+    """Return whether proc has exited, waiting up to timeout seconds for it (None: until then).
+
+    It is reaped with os.wait4 instead of Popen.wait, which would throw away what the kernel
+    says it cost: cost gets its CPU times and peak RSS (with those of the children it waited
+    for). That is one system call either way, so a step costs no more to run.
+    """
+    if proc.returncode is not None:
+        return True
+    end = time.monotonic() + (timeout or 0.0)
+    delay = 0.0005
+    while True:
+        try:
+            pid, status, usage = os.wait4(proc.pid, 0 if timeout is None else os.WNOHANG)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored, say): cost unknown
+            proc.wait()
+            return True
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cost.update(cpu_user_s=round(usage.ru_utime, 3), cpu_system_s=round(usage.ru_stime, 3),
+                        max_rss_kb=usage.ru_maxrss // (1024 if sys.platform == "darwin" else 1))
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(2 * delay, 0.05)
+
+
 # ── Running a step: the attempt (I/O) ────────────────────────────────────
 
 def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks,
@@ -2054,6 +2155,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     started = time.monotonic()
     log_fd, terminal, stop = sinks.log_fd, sinks.terminal, policy.stop
     tail = b""
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # see add_attempt_cost
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -2082,6 +2184,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     look_at = started + POLL_INTERVAL  # look at the step's exit at least this often
     exited = False
     left = False  # processes of the step's group outlive its main process
+    cost: Dict[str, Any] = {"rss_floor_kb": floor // (1024 if sys.platform == "darwin" else 1)}
     try:
         sinks.announce()
         while True:
@@ -2107,7 +2210,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
             ready = select.select(watch, [], [], wait)[0] if watch else []
             if not exited and (out not in ready or exit_fd in ready or now >= look_at):
                 look_at = now + POLL_INTERVAL
-                if proc.poll() is not None:
+                if _reap(proc, 0.0, cost):
                     exited = True
                     if exit_fd in watch:
                         watch.remove(exit_fd)
@@ -2129,8 +2232,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
             if not watch and exited:  # output closed; what the step left has yet to go
                 time.sleep(wait)
             elif not watch:  # output closed and no pidfd: wait for the exit the slow way
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(wait)
+                _reap(proc, wait, cost)
     except BaseException:  # as subprocess.run does: never leave the step behind
         schedule.send(signal.SIGKILL)
         if slurm is not None:
@@ -2141,7 +2243,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
         proc.stdout.close()
         if exit_fd is not None:
             os.close(exit_fd)
-        proc.wait()
+        _reap(proc, None, cost)
         if stop.watchdog is not None:
             stop.watchdog.watch(0)
         if slurm is not None and (schedule.timed_out or stop.signum is not None):
@@ -2150,7 +2252,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
     if schedule.timed_out:
         code = EXIT_TIMEOUT
-    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail)
+    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail, **cost)
 
 
 def _open_pidfd(pid: int) -> Optional[int]:
@@ -2223,6 +2325,140 @@ def last_lines(tail: bytes, count: int = TAIL_LINES) -> List[str]:
     text = tail.decode("utf-8", errors="replace").replace("\r\n", "\n")
     lines = [line.rsplit("\r", 1)[-1] for line in text.rstrip("\r\n").split("\n")]
     return [line for line in lines if line.strip()][-count:]
+
+
+# ── Cost and summary.md (pure) ───────────────────────────────────────────
+# What a step cost, from its attempts, and summary.md: the final table and the failure,
+# from a summary. Nothing here reads or writes a file.
+
+SUMMARY_MD = "summary.md"  # beside summary.json, written when a run ends
+ENDED_BADLY = (FAILED, TIMED_OUT, INTERRUPTED)
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """Return a duration as '0.42s', '3m05s' or '-' when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def format_memory(kb: Any) -> str:
+    """Return a peak RSS given in KiB as '840 KiB', '12.3 MiB', '2.1 GiB'; '-' when unknown."""
+    value = _number(kb)
+    if value is None:
+        return "-"
+    if value < 1024:
+        return f"{value:.0f} KiB"
+    if value < 1024 ** 2:
+        return f"{value / 1024:.1f} MiB"
+    return f"{value / 1024 ** 2:.1f} GiB"
+
+
+COST_KEYS = ("cpu_user_s", "cpu_system_s", "max_rss_kb", "rss_floor_kb")
+
+
+def add_attempt_cost(entry: Dict[str, Any], attempt: Attempt) -> None:
+    """Append an attempt's cost to its step's summary entry: one list per key, one per attempt.
+
+    Lists, not a mapping per attempt: summary.json is rewritten whole twice per step, so its
+    size is what a step costs. A step starts as a copy of the scheduler (vfork), and Linux
+    counts that in its max RSS: a step's peak never shows below the scheduler's own at its
+    start (rss_floor_kb, ~40 MB); a max_rss_kb no more than that says only "at most this".
+    """
+    for key in COST_KEYS:
+        entry.setdefault(key, []).append(getattr(attempt, key))
+
+
+def step_cost(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return a recorded step's cost over its attempts: CPU times summed, the largest peak."""
+    def each(key: str) -> List[Any]:  # one value per attempt (a single number is one)
+        value = raw.get(key)
+        return value if isinstance(value, list) else [value]
+
+    user = [v for v in each("cpu_user_s") if _number(v) is not None]
+    system = [v for v in each("cpu_system_s") if _number(v) is not None]
+    peaks, floors = each("max_rss_kb"), each("rss_floor_kb")
+    pairs = [(peak, floor) for peak, floor in zip(peaks, floors + [None] * len(peaks))
+             if _whole(peak) is not None]
+    top = max(pairs, key=lambda pair: pair[0], default=(None, None))
+    return {"cpu_user_s": round(sum(user), 3) if user else None,
+            "cpu_system_s": round(sum(system), 3) if system else None,
+            "max_rss_kb": top[0], "rss_floor_kb": _whole(top[1])}
+
+
+def format_peak(step: Mapping[str, Any]) -> str:
+    """Return a step's peak memory: '212.4 MiB', or '≤38.6 MiB' when only a bound is known."""
+    cost = step_cost(step)
+    kb, floor = cost["max_rss_kb"], cost["rss_floor_kb"]
+    shown = format_memory(kb)
+    return f"≤{shown}" if kb is not None and floor is not None and kb <= floor else shown
+
+
+def describe_step_end(step: Mapping[str, Any]) -> str:
+    """Return how a recorded step ended: 'exit code 3', 'timed out (exit code 124)'."""
+    code = step.get("exit_code")
+    if step.get("status") == TIMED_OUT:
+        return f"timed out (exit code {code})"
+    number = _whole(code)
+    name = signal_name(number) if number is not None else None
+    return f"killed by {name} (exit code {code})" if name else f"exit code {code}"
+
+
+def seconds_between(started: Any, finished: Any) -> Optional[float]:
+    """Return the seconds from one ISO 8601 time to another; None if either is unknown."""
+    try:
+        delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    except (TypeError, ValueError):
+        return None
+    return round(delta.total_seconds(), 3)
+
+
+def _md_cell(text: Any) -> str:
+    """Return text fit for one cell of a Markdown table: pipes escaped, on one line."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def summary_markdown(summary: Mapping[str, Any], title: str,
+                     tails: Mapping[int, Sequence[str]]) -> str:
+    """Return summary.md: the final table and each failure, with its last lines of output."""
+    status, code = summary.get("status"), summary.get("exit_code")
+    took = seconds_between(summary.get("started"), summary.get("finished"))
+    lines = [f"# crude-link run {title}: {status} (exit code {code})", "",
+             f"Started {summary.get('started')}, finished {summary.get('finished')}, "
+             f"took {format_duration(took)}.",
+             "", "| # | step | status | exit code | attempts | duration | CPU user | CPU system "
+             "| peak memory | log |", "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | --- |"]
+    recorded = summary.get("steps")
+    steps = [step for step in recorded if isinstance(step, dict)] if isinstance(
+        recorded, list) else []
+    for step in steps:
+        shown = f"{step.get('status')} (reused)" if step.get("reused_from") else step.get("status")
+        log_cell = f"[{step.get('log')}]({step.get('log')})" if step.get("attempts") else "-"
+        cells = [step.get("index"), step.get("name"), shown,
+                 "-" if step.get("exit_code") is None else step.get("exit_code"),
+                 step.get("attempts"), format_duration(_number(step.get("duration_s"))),
+                 format_duration(step_cost(step)["cpu_user_s"]),
+                 format_duration(step_cost(step)["cpu_system_s"]),
+                 format_peak(step), log_cell]
+        lines.append("| " + " | ".join(_md_cell(cell) for cell in cells) + " |")
+    failed = [step for step in steps if step.get("status") in ENDED_BADLY]
+    if failed:
+        lines += ["", "## Failure" if len(failed) == 1 else "## Failures"]
+    for step in failed:
+        lines += ["", f"Step {step.get('index')} `{step.get('name')}`: "
+                      f"{describe_step_end(step)} after "
+                      f"{format_duration(_number(step.get('duration_s')))}; "
+                      f"log: [{step.get('log')}]({step.get('log')})"]
+        index = _whole(step.get("index"))
+        tail = list(tails.get(index, ())) if index is not None else []
+        if tail:  # a fence longer than any run of backticks in the output
+            fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", "\n".join(tail)))])
+            lines += ["", "Its last lines of output:", "", f"{fence}text", *tail, fence]
+    return "\n".join(lines) + "\n"
 
 
 # ── Run record ───────────────────────────────────────────────────────────
@@ -2321,6 +2557,7 @@ class RunRecord:
         self._lines = [json.dumps(entry).encode() for entry in self.data["steps"]]
         # A step recorded as running before it starts, and its entry as it was before.
         self._early: Optional[Tuple[int, Dict[str, Any]]] = None
+        self.tails: Dict[int, List[str]] = {}  # step index → last lines of a failed attempt
         self.write()
 
     def step(self, planned: PlannedStep) -> Dict[str, Any]:
@@ -2354,6 +2591,10 @@ class RunRecord:
         duration = (entry["duration_s"] or 0.0) + attempt.duration
         entry.update(status=status, exit_code=attempt.exit_code, finished=now_iso(),
                      duration_s=round(duration, 3))
+        add_attempt_cost(entry, attempt)
+        if status != SUCCEEDED:  # for summary.md, masked as the failure warning is
+            self.tails[planned.index] = [mask(line, planned.secrets)
+                                         for line in last_lines(attempt.tail)]
         self._encode(planned.index)
         if following is not None:
             self._early = (following.index, dict(self.step(following)))
@@ -2372,6 +2613,8 @@ class RunRecord:
         self._undo_early_start()
         self.data.update(status=status, exit_code=exit_code, finished=now_iso())
         self.write()
+        write_text_atomic(self.path.with_name(SUMMARY_MD),
+                          summary_markdown(self.data, self.path.parent.name, self.tails))
 
     def finish_on_fault(self, exit_code: int) -> None:
         """Record a run crude-link could not go on with: failed; a running step interrupted."""
@@ -2431,21 +2674,12 @@ class Console:
         self.terminal.write(text.encode("utf-8", errors="replace") + b"\n")
 
 
-def format_duration(seconds: Optional[float]) -> str:
-    """Return a duration as '0.42s', '3m05s' or '-' when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s"
-
-
 def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
-    """Return the final table: one row per step with status, attempts, duration, log."""
-    header = ["#", "step", "status", "attempts", "duration", "log"]
+    """Return the final table: one row per step with status, attempts, duration, memory, log."""
+    header = ["#", "step", "status", "attempts", "duration", "peak mem", "log"]
     rows = [[str(s["index"]), s["name"], s["status"], str(s["attempts"]),
-             format_duration(s["duration_s"]), s["log"] if s["attempts"] else "-"]
+             format_duration(s["duration_s"]), format_peak(s),
+             s["log"] if s["attempts"] else "-"]
             for s in steps]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -3593,6 +3827,491 @@ def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedSte
             signal.signal(sig, handler)
 
 
+# ── History rows (pure) ──────────────────────────────────────────────────
+# From summaries to the rows of the history (item 1 of issue 16) and their text: a
+# table, JSON, CSV or Markdown. Nothing here reads a file.
+
+REUSED = "reused"  # a resumed run's step that an earlier run ran (a mark, not a status)
+DAMAGED = "damaged"  # the history's status for a summary.json that cannot be read
+# One mark per step: each one column wide in any terminal, font or mail.
+STEP_MARKS = {SUCCEEDED: "✓", FAILED: "✗", TIMED_OUT: "T", INTERRUPTED: "!", RUNNING: "▸",
+              REUSED: "↺", SKIPPED: "-", NOT_RUN: "."}
+UNKNOWN_MARK = "?"
+MARK_WORDS = {SUCCEEDED: "succeeded", FAILED: "failed", TIMED_OUT: "timed out",
+              INTERRUPTED: "interrupted", RUNNING: "running", REUSED: "reused",
+              SKIPPED: "skipped", NOT_RUN: "not run"}
+
+
+def summary_problem(summary: Any) -> Optional[str]:
+    """Return why a parsed summary.json is not a crude-link summary; None if it is one."""
+    if not isinstance(summary, dict):
+        return f"summary.json holds {type(summary).__name__}, not a run's summary"
+    if not isinstance(summary.get("steps"), list):
+        return "summary.json has no list of steps"
+    return None
+
+
+def history_step(raw: Any, position: int) -> Dict[str, Any]:
+    """Return one step of a history row from a summary's step entry, however damaged."""
+    raw = raw if isinstance(raw, dict) else {}
+    status = _str_or_none(raw.get("status")) or UNKNOWN_MARK
+    kind = REUSED if status == SUCCEEDED and raw.get("reused_from") else status
+    return {"index": _whole(raw.get("index")) or position,
+            "name": _str_or_none(raw.get("name")) or f"step {position}", "status": status,
+            "mark": STEP_MARKS.get(kind, UNKNOWN_MARK), "reused": kind == REUSED,
+            "exit_code": _whole(raw.get("exit_code")), "attempts": _whole(raw.get("attempts")),
+            "duration_s": _number(raw.get("duration_s")), **step_cost(raw),
+            "log": _str_or_none(raw.get("log"))}
+
+
+def history_row(entry: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return one history row from a run's entry: folder, kind, summary or problem, overrides.
+
+    A summary that cannot be read (problem) or is not a summary gives a `damaged` row.
+    """
+    summary = entry.get("summary")
+    problem = entry.get("problem") or summary_problem(summary)
+    summary = summary if isinstance(summary, dict) and not problem else {}
+    steps = [history_step(raw, number) for number, raw in enumerate(summary.get("steps", []), 1)]
+    cpu = [s[key] for s in steps for key in ("cpu_user_s", "cpu_system_s") if s[key] is not None]
+    peaks = [s for s in steps if s["max_rss_kb"] is not None]
+    top = max(peaks, key=lambda step: step["max_rss_kb"], default=None)
+    return {
+        "started": _str_or_none(summary.get("started")), "folder": entry.get("folder", ""),
+        "kind": entry.get("kind", "run"),
+        "status": DAMAGED if problem else _str_or_none(summary.get("status")) or UNKNOWN_MARK,
+        "exit_code": _whole(summary.get("exit_code")),
+        "duration_s": seconds_between(summary.get("started"), summary.get("finished")),
+        "marks": "".join(step["mark"] for step in steps) or UNKNOWN_MARK,
+        "overrides": [str(word) for word in entry.get("overrides", [])],
+        "cpu_s": round(sum(cpu), 3) if cpu else None,
+        "max_rss_kb": top["max_rss_kb"] if top else None,
+        "rss_floor_kb": top["rss_floor_kb"] if top else None,
+        "problem": problem, "steps": steps, "summary_md": bool(entry.get("summary_md")),
+    }
+
+
+def _when(started: Optional[str]) -> str:
+    """Return an ISO start time as the history shows it: '2026-12-01 03:00:01'."""
+    return started[:19].replace("T", " ") if started else "-"
+
+
+def _when_row(row: Mapping[str, Any]) -> str:
+    """Return when a run started; for a damaged summary, as its folder's name says (~)."""
+    if row["started"]:
+        return _when(row["started"])
+    found = re.search(r"(\d{4}-\d\d-\d\d)/(\d\d)-(\d\d)-(\d\d)", row["folder"])
+    return "~{} {}:{}:{}".format(*found.groups()) if found else "-"
+
+
+def _kind_text(row: Mapping[str, Any]) -> str:
+    return "sweep job" if row["kind"] == "sweep" else "run"
+
+
+def _history_cells(row: Mapping[str, Any]) -> List[str]:
+    note = f"({row['problem']})" if row["problem"] else ""
+    return [_when_row(row), row["folder"], _kind_text(row), row["status"],
+            "-" if row["exit_code"] is None else str(row["exit_code"]),
+            format_duration(row["duration_s"]), row["marks"],
+            " ".join([*row["overrides"], note]).strip()]
+
+
+HISTORY_HEADER = ["started", "run", "kind", "status", "exit", "duration", "steps", "overrides"]
+HISTORY_LEGEND = "steps: " + "  ".join(f"{STEP_MARKS[kind]} {word}"
+                                       for kind, word in MARK_WORDS.items())
+CSV_COLUMNS = ["started", "folder", "kind", "status", "exit_code", "duration_s", "marks", "steps",
+               "overrides", "cpu_s", "max_rss_kb", "problem"]
+
+
+def format_history(rows: List[Dict[str, Any]], fmt: str = "table") -> str:
+    """Return the history rows, newest first, as a table, JSON, CSV or a Markdown table."""
+    if fmt == "json":
+        shown = [{k: v for k, v in row.items() if k != "summary_md"} for row in rows]
+        return json.dumps(shown, indent=1, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        import csv  # only csv output pays for this import
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            steps = " ".join(f"{s['name']}={REUSED if s['reused'] else s['status']}"
+                             for s in row["steps"])
+            writer.writerow(["" if value is None else value for value in [
+                row["started"], row["folder"], row["kind"], row["status"], row["exit_code"],
+                row["duration_s"], row["marks"], steps, " ".join(row["overrides"]),
+                row["cpu_s"], row["max_rss_kb"], row["problem"]]])
+        return out.getvalue()
+    if not rows:
+        return "crude-link: no runs yet under outputs/ or multirun/\n"
+    table = [HISTORY_HEADER, *(_history_cells(row) for row in rows)]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(_md_cell(cell) or " " for cell in cells) + " |"
+                 for cells in table]
+        lines.insert(1, "| " + " | ".join("---" for _ in HISTORY_HEADER) + " |")
+        return "\n".join([*lines, "", HISTORY_LEGEND]) + "\n"
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(HISTORY_HEADER))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+             for cells in table]
+    return "\n".join([*lines, HISTORY_LEGEND]) + "\n"
+
+
+# ── The HTML report: colours and bars (pure) ─────────────────────────────
+
+# The report's colours: green is good, red and orange ended badly, grey did not run.
+STATUS_COLOURS = {SUCCEEDED: "#2e7d32", FAILED: "#c62828", TIMED_OUT: "#ef6c00",
+                  INTERRUPTED: "#6a1b9a", ABORTED: "#ad1457", RUNNING: "#1565c0",
+                  REUSED: "#a5d6a7", SKIPPED: "#cfd8dc", NOT_RUN: "#f1f3f4",
+                  DAMAGED: "#616161"}
+UNKNOWN_COLOUR = "#9e9e9e"
+DARK_TEXT = frozenset([REUSED, SKIPPED, NOT_RUN])  # light bars get dark text
+TIMELINE_WIDTH, BAR_HEIGHT = 700, 22  # px
+MIN_BAR, LABELLED_BAR = 8, 58  # px: every step shows; a failed one fits 'exit 124'
+CHART_WIDTH, CHART_HEIGHT = 300, 70  # px, each step's durations across runs
+REPORT_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#202124}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.meta{color:#5f6368;margin:0 0 12px}
+.banner{padding:10px 14px;border-radius:6px;font-size:16px;margin:8px 0 12px;color:#fff}
+.legend span{display:inline-block;margin-right:14px;white-space:nowrap}
+.sw{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:-1px;
+margin-right:4px;border:1px solid #9aa0a6}
+table{border-collapse:collapse}td,th{padding:3px 8px;text-align:left;vertical-align:middle}
+.timeline td{padding:2px 8px;white-space:nowrap}.timeline svg{display:block}
+.history th{border-bottom:2px solid #dadce0}.history td{border-bottom:1px solid #eceff1}
+.history tr:nth-child(even) td{background:#fafafa}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:0 7px;border-radius:9px;color:#fff;font-size:12px}
+.marks a{text-decoration:none;font-family:monospace;font-size:15px;font-weight:bold}
+.charts{display:flex;flex-wrap:wrap;gap:18px}.chart h3{font-size:14px;margin:0}
+.chart p{margin:0;color:#5f6368;font-size:12px}
+.mono{font-family:ui-monospace,monospace;font-size:12px}.problem{color:#b71c1c}
+.nowrap{white-space:nowrap}
+a{color:#1a73e8}
+"""
+
+
+def _colour(kind: str) -> str:
+    return STATUS_COLOURS.get(kind, UNKNOWN_COLOUR)
+
+
+def _step_kind(step: Mapping[str, Any]) -> str:
+    return REUSED if step["reused"] else str(step["status"])
+
+
+def _href(root: Path, report_dir: Path, folder: str, name: str = "") -> str:
+    """Return a relative link from the report's folder to a run's folder or file in it."""
+    from urllib.parse import quote  # only reports pay for this import
+
+    target = os.path.relpath(root / folder / name if name else root / folder, report_dir)
+    return html.escape(quote(Path(target).as_posix() + ("" if name else "/")))
+
+
+def _step_title(row: Mapping[str, Any], step: Mapping[str, Any]) -> str:
+    parts = [f"{step['index']} {step['name']}: {_step_kind(step)}"]
+    if step["status"] in ENDED_BADLY and step["exit_code"] is not None:
+        parts.append(describe_step_end(step))
+    parts.append(format_duration(step["duration_s"]))
+    if step["max_rss_kb"] is not None:
+        parts.append(f"peak {format_peak(step)}")
+    if (step["attempts"] or 0) > 1:
+        parts.append(f"{step['attempts']} attempts")
+    return html.escape(f"{_when_row(row)} {row['folder']}\n" + ", ".join(parts))
+
+
+def _bar_label(step: Mapping[str, Any], width: float) -> str:
+    """Return the text that fits on a step's bar: a failure's exit code first, then its name."""
+    name = str(step["name"])
+    if (step["attempts"] or 0) > 1:
+        name += f" ×{step['attempts']}"
+    if step["status"] in ENDED_BADLY:
+        code = "exit ?" if step["exit_code"] is None else f"exit {step['exit_code']}"
+        both = f"{name}: {code}"
+        return both if len(both) * 6.6 + 8 <= width else code
+    return name if len(name) * 6.6 + 8 <= width else ""
+
+
+def _min_bar(step: Mapping[str, Any]) -> int:
+    return LABELLED_BAR if step["status"] in ENDED_BADLY else MIN_BAR
+
+
+def _timeline_scale(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Return pixels per second, the same for every run, so that every run's bars fit."""
+    scales = []
+    for row in rows:
+        total = sum(step["duration_s"] or 0.0 for step in row["steps"])
+        room = TIMELINE_WIDTH - sum(_min_bar(step) for step in row["steps"])
+        if total > 0:
+            scales.append(max(room, 0) / total)
+    return min(scales, default=0.0)
+
+
+def render_timeline_bars(row: Mapping[str, Any], scale: float, root: Path,
+                         report_dir: Path) -> str:
+    """Return one run's timeline: an inline SVG, its steps as bars in order, coloured by status."""
+    if row["status"] == DAMAGED or not row["steps"]:
+        what = row["problem"] or "no steps recorded"
+        return (f'<svg width="{TIMELINE_WIDTH}" height="{BAR_HEIGHT}" role="img">'
+                f'<rect width="{TIMELINE_WIDTH}" height="{BAR_HEIGHT}" rx="3" fill="#eeeeee" '
+                f'stroke="#9e9e9e" stroke-dasharray="4 3"/><text x="8" y="15" font-size="12" '
+                f'fill="#424242">{html.escape(what)}</text></svg>')
+    bars, x = [], 0.0
+    for step in row["steps"]:
+        kind = _step_kind(step)
+        width = _min_bar(step) + (step["duration_s"] or 0.0) * scale
+        dashed = ' stroke-dasharray="3 2"' if kind in (SKIPPED, NOT_RUN) else ""
+        label = _bar_label(step, width)
+        text = (f'<text x="{x + 4:.1f}" y="15" font-size="11" font-weight="bold" '
+                f'fill="{"#202124" if kind in DARK_TEXT else "#ffffff"}">{html.escape(label)}'
+                f'</text>' if label else "")
+        bar = (f'<g><title>{_step_title(row, step)}</title><rect x="{x:.1f}" y="1" '
+               f'width="{max(width - 1, 1):.1f}" height="{BAR_HEIGHT - 2}" rx="2" '
+               f'fill="{_colour(kind)}" stroke="#9aa0a6" stroke-width="0.5"{dashed}/>{text}</g>')
+        if step["attempts"] and step["log"]:
+            bar = f'<a href="{_href(root, report_dir, row["folder"], step["log"])}">{bar}</a>'
+        bars.append(bar)
+        x += width
+    return (f'<svg width="{max(TIMELINE_WIDTH, math.ceil(x))}" height="{BAR_HEIGHT}" '
+            f'role="img">{"".join(bars)}</svg>')
+
+
+# ── The HTML report: the page (pure) ─────────────────────────────────────
+
+def render_step_charts(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Return one small bar chart per step name: its duration in each run, oldest first."""
+    oldest_first = list(reversed(rows))
+    names: List[str] = []
+    for row in rows:  # the newest run's order first, then steps only older runs had
+        names += [step["name"] for step in row["steps"] if step["name"] not in names]
+    if not names:
+        return "<p>No step has run yet.</p>"
+    slot = CHART_WIDTH / max(len(oldest_first), 1)
+    charts = []
+    for name in names:
+        found = [(row, next((s for s in row["steps"] if s["name"] == name), None))
+                 for row in oldest_first]
+        durations = [s["duration_s"] for _, s in found if s and s["duration_s"] is not None]
+        top = max(durations, default=0.0) or 1.0
+        bars = []
+        for number, (row, step) in enumerate(found):
+            x = number * slot + 1
+            if step is None or step["duration_s"] is None:
+                bars.append(f'<rect x="{x:.1f}" y="{CHART_HEIGHT - 2}" '
+                            f'width="{max(slot - 2, 1):.1f}" height="2" fill="#dadce0"/>')
+                continue
+            height = max(2.0, step["duration_s"] / top * (CHART_HEIGHT - 4))
+            bars.append(f'<g><title>{_step_title(row, step)}</title><rect x="{x:.1f}" '
+                        f'y="{CHART_HEIGHT - height:.1f}" width="{max(slot - 2, 1):.1f}" '
+                        f'height="{height:.1f}" fill="{_colour(_step_kind(step))}"/></g>')
+        newest = next((s for _, s in reversed(found) if s and s["duration_s"] is not None), None)
+        last = format_duration(newest["duration_s"]) if newest else "-"
+        charts.append(f'<div class="chart"><h3>{html.escape(name)}</h3><p>longest '
+                      f'{format_duration(max(durations, default=None))} · newest {last}</p>'
+                      f'<svg width="{CHART_WIDTH}" height="{CHART_HEIGHT}" role="img">'
+                      f'<rect width="{CHART_WIDTH}" height="{CHART_HEIGHT}" fill="#fafafa"/>'
+                      f'{"".join(bars)}</svg></div>')
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _sweep_note(row: Mapping[str, Any]) -> str:
+    if row["kind"] != "sweep":
+        return ""
+    return f' <span class="meta">sweep job {html.escape(row["folder"].rsplit("/", 1)[-1])}</span>'
+
+
+def _badge(status: str) -> str:
+    return f'<span class="badge" style="background:{_colour(status)}">{html.escape(status)}</span>'
+
+
+def render_history_table(rows: Sequence[Mapping[str, Any]], root: Path, report_dir: Path
+                         ) -> str:
+    """Return the history table as HTML: each mark links to its step's log."""
+    head = ("<tr><th>started</th><th>run</th><th>kind</th><th>status</th><th>exit</th>"
+            "<th>duration</th><th>steps</th><th>CPU</th><th>peak memory</th><th>overrides</th>"
+            "<th>files</th></tr>")
+    body = []
+    for row in rows:
+        marks = []
+        for step in row["steps"]:
+            mark = (f'<span style="color:{_colour(_step_kind(step))}" '
+                    f'title="{_step_title(row, step)}">{html.escape(step["mark"])}</span>')
+            if step["attempts"] and step["log"]:
+                mark = f'<a href="{_href(root, report_dir, row["folder"], step["log"])}">{mark}</a>'
+            marks.append(mark)
+        files = [f'<a href="{_href(root, report_dir, row["folder"], "summary.json")}">'
+                 f'summary.json</a>']
+        if row["summary_md"]:
+            files.append(f'<a href="{_href(root, report_dir, row["folder"], SUMMARY_MD)}">'
+                         f'{SUMMARY_MD}</a>')
+        note = (f' <span class="problem">({html.escape(row["problem"])})</span>'
+                if row["problem"] else "")
+        code = "-" if row["exit_code"] is None else row["exit_code"]
+        body.append(
+            f'<tr><td class="mono nowrap">{html.escape(_when_row(row))}</td>'
+            f'<td class="mono nowrap"><a href="{_href(root, report_dir, row["folder"])}">'
+            f'{html.escape(row["folder"])}</a></td><td>{html.escape(_kind_text(row))}</td>'
+            f'<td>{_badge(row["status"])}</td><td class="num">{code}</td>'
+            f'<td class="num">{format_duration(row["duration_s"])}</td>'
+            f'<td class="marks">{"".join(marks) or UNKNOWN_MARK}</td>'
+            f'<td class="num">{format_duration(row["cpu_s"])}</td>'
+            f'<td class="num">{format_peak(row)}</td>'
+            f'<td class="mono">{html.escape(" ".join(row["overrides"]))}{note}</td>'
+            f'<td>{" · ".join(files)}</td></tr>')
+    return f'<table class="history">{head}{"".join(body)}</table>'
+
+
+def _newest_banner(row: Mapping[str, Any]) -> str:
+    """Return the line at the top: how the newest run went, and where it failed."""
+    bad = next((step for step in row["steps"] if step["status"] in ENDED_BADLY), None)
+    words = f"Newest run {_when_row(row)}: {row['status']}"
+    if row["exit_code"] not in (None, 0):
+        words += f" (exit code {row['exit_code']})"
+    if bad:
+        words += f" at step {bad['index']} {bad['name']}: {describe_step_end(bad)}"
+    if row["problem"]:
+        words += f": {row['problem']}"
+    return (f'<div class="banner" style="background:{_colour(row["status"])}">'
+            f'{html.escape(words)} · <span class="mono">{html.escape(row["folder"])}</span></div>')
+
+
+def render_report(rows: Sequence[Mapping[str, Any]], root: Path, report_dir: Path,
+                  made: str) -> str:
+    """Return the HTML report of history rows (newest first): one file, inline CSS and SVG.
+
+    No script and nothing fetched: it opens from a file on a machine with no network. Links
+    to run folders are relative to report_dir, so they work wherever the project is moved.
+    """
+    counts: Dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    tally = " · ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    legend = "".join(f'<span><i class="sw" style="background:{colour}"></i>'
+                     f'{html.escape(MARK_WORDS.get(kind, kind))}</span>'
+                     for kind, colour in STATUS_COLOURS.items() if kind not in (ABORTED, DAMAGED))
+    scale = _timeline_scale(rows)
+    timeline = "".join(
+        f'<tr><td class="mono"><a href="{_href(root, report_dir, row["folder"])}" '
+        f'title="{html.escape(row["folder"])}">{html.escape(_when_row(row))}</a></td>'
+        f'<td>{_badge(row["status"])}{_sweep_note(row)}</td>'
+        f'<td>{render_timeline_bars(row, scale, root, report_dir)}</td>'
+        f'<td class="num">{format_duration(row["duration_s"])}</td></tr>' for row in rows)
+    body = [f"<h1>crude-link: {html.escape(root.name)}</h1>",
+            f'<p class="meta">{len(rows)} newest run(s) under outputs/ and multirun/ of '
+            f'<span class="mono">{html.escape(str(root))}</span>, newest first'
+            f'{" (" + html.escape(tally) + ")" if tally else ""} · made {html.escape(_when(made))}'
+            f'</p>']
+    if not rows:
+        body.append("<p>No runs yet under outputs/ or multirun/.</p>")
+    else:
+        body += [_newest_banner(rows[0]), f'<p class="legend">{legend}</p>',
+                 "<h2>Runs</h2><p class=\"meta\">One row per run, its steps in order; width by "
+                 "duration (one scale for all), a failed step's exit code on its bar.</p>",
+                 f'<table class="timeline">{timeline}</table>',
+                 "<h2>Step durations across runs</h2><p class=\"meta\">Oldest run on the left."
+                 "</p>", render_step_charts(rows),
+                 "<h2>History</h2>", render_history_table(rows, root, report_dir),
+                 f'<p class="meta">{html.escape(HISTORY_LEGEND)}</p>']
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>crude-link report: {html.escape(root.name)}</title>"
+            f"<style>{REPORT_CSS}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+# ── History and report (I/O) ─────────────────────────────────────────────
+
+REPORT_RUNS = 30  # the runs in a report when scheduler.history is not set
+
+
+def mask_override(override: str) -> str:
+    """Return a Hydra override with the value of a secret-named key as ***."""
+    key, equals, _ = override.partition("=")
+    return f"{key}={MASK}" if equals and is_secret_key(key) else override
+
+
+def read_overrides(folder: Path) -> List[str]:
+    """Return the overrides a run was given, from Hydra's .hydra/overrides.yaml ([] if none)."""
+    text = _read_text(folder / ".hydra" / "overrides.yaml")
+    if not text.strip():
+        return []
+    try:
+        words = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    except yaml.YAMLError:
+        words = re.findall(r"^- (.*)$", text, re.MULTILINE)
+    return [mask_override(str(word)) for word in words] if isinstance(words, list) else []
+
+
+def find_runs(root: Path) -> List[Tuple[Tuple[str, str], str, Path]]:
+    """Return (date and second from its folder names, kind, folder) of each recorded run.
+
+    Runs under outputs/<date>/<time>-<pid>/ and sweep jobs under multirun/<date>/<time>/<n>/:
+    globbing for summary.json reads no file, so thousands of runs stay fast.
+    """
+    found = [((path.parts[-3], path.parts[-2][:8]), "run", path.parent)
+             for path in root.glob("outputs/*/*/summary.json") if path.parts[-3] != LATEST_LINK]
+    found += [((path.parts[-4], path.parts[-3][:8]), "sweep", path.parent)
+              for path in root.glob("multirun/*/*/*/summary.json")
+              if LATEST_LINK not in path.parts[-4:-2]]
+    return found
+
+
+def read_run(root: Path, kind: str, folder: Path) -> Dict[str, Any]:
+    """Return a run's history entry: its summary.json (or why it is unreadable), overrides."""
+    entry: Dict[str, Any] = {"folder": folder.relative_to(root).as_posix(), "kind": kind,
+                             "summary": None, "problem": None,
+                             "overrides": read_overrides(folder),
+                             "summary_md": (folder / SUMMARY_MD).is_file()}
+    try:
+        entry["summary"] = json.loads((folder / "summary.json").read_bytes())
+    except OSError as error:
+        entry["problem"] = f"summary.json cannot be read: {error.strerror}"
+    except ValueError as error:  # JSON or UTF-8: half-written, or damaged
+        entry["problem"] = f"summary.json is damaged or half-written: {_first_line(error)}"
+    return entry
+
+
+def read_history(root: Path, count: int) -> List[Dict[str, Any]]:
+    """Return the entries of the newest count runs (0: all), newest first.
+
+    Folder names order the runs to the second, so only the runs shown are read; runs of the
+    same second are put in order by the start time their summaries record.
+    """
+    found = sorted(find_runs(root), key=lambda item: item[0], reverse=True)
+    if count and len(found) > count:
+        cut = found[count - 1][0]
+        found = [item for number, item in enumerate(found) if number < count or item[0] == cut]
+    entries = []
+    for second, kind, folder in found:
+        entry = read_run(root, kind, folder)
+        summary = entry["summary"]
+        started = summary.get("started") if isinstance(summary, dict) else None
+        entries.append((second, str(started or ""), entry))
+    entries.sort(key=lambda item: item[:2], reverse=True)
+    return [entry for _, _, entry in entries][:count or None]
+
+
+def run_history(options: SchedulerOptions, root: Path) -> int:
+    """Print the newest runs (scheduler.history), or write the HTML report; return exit code."""
+    count = options.history if options.history is not None else REPORT_RUNS
+    rows = [history_row(entry) for entry in read_history(root, count)]
+    if not options.report:
+        try:
+            sys.stdout.write(format_history(rows, options.history_format))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    path = report_path(options.report, root)
+    try:
+        write_text_atomic(path, render_report(rows, root, path.parent, now_iso()))
+    except OSError as error:  # a read-only or full disk: the machine's fault
+        print(colored(f"crude-link: cannot write the report {path}: {error.strerror}", "red"),
+              file=sys.stderr)
+        return EXIT_SOFTWARE
+    print(f"crude-link: wrote the report of {len(rows)} run(s) to {path}")
+    return EXIT_OK
+
+
 # ── Cron ─────────────────────────────────────────────────────────────────
 
 def check_cron_words(python: str, root: Path, config_dir: Optional[str], config_name: str,
@@ -3808,16 +4527,19 @@ def main(cfg: DictConfig) -> None:
     with _steps_output_dir(steps_output_dir(run_dir, previous)):
         steps, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
     plan: Optional[RunPlan] = None
-    if not problems and not options.cron:
+    history = options.history is not None or bool(options.report)  # these run no step
+    if not problems and not options.cron and not history:
         plan, problems = plan_run(steps, options, run_dir, previous, ROOT / "outputs")
     stop = StopRequest()
-    if problems or plan is None and not options.cron:
+    if problems or plan is None and not options.cron and not history:
         print_problems(problems)
         code = EXIT_CONFIG_ERROR
         if _in_multirun():
             write_config_error(run_dir, problems)
     elif options.cron:
         code = run_cron(options, *cron_invocation(HydraConfig.get()))
+    elif history:
+        code = run_history(options, ROOT)
     else:
         try:
             assert plan is not None

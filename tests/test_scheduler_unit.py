@@ -596,9 +596,9 @@ def test_summary_table() -> None:
              {"index": 2, "name": "train", "status": "not_run", "attempts": 0,
               "duration_s": None, "log": "02-train.log"}]
     assert scheduler.summary_table(steps) == [
-        "#  step   status     attempts  duration  log",
-        "1  prep   succeeded  1         1.50s     01-prep.log",
-        "2  train  not_run    0         -         -",
+        "#  step   status     attempts  duration  peak mem  log",
+        "1  prep   succeeded  1         1.50s     -         01-prep.log",
+        "2  train  not_run    0         -         -         -",
     ]
 
 
