@@ -688,7 +688,8 @@ def _record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     def write_and_keep(path: Path, data: bytes) -> None:
         write(path, data)
-        versions.append(json.loads(path.read_bytes()))
+        if path.name == "summary.json":  # not summary.md
+            versions.append(json.loads(path.read_bytes()))
 
     monkeypatch.setattr(scheduler, "write_bytes_atomic", write_and_keep)
     plan = make_plan()
