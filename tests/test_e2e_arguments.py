@@ -18,8 +18,11 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 from conftest import (
+    OPTIONS,
     TESTS,
+    assert_rejected,
     cron_env,
+    line_with,
     load_json,
     load_summary,
     run_folder,
@@ -37,8 +40,6 @@ import scheduler  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 PROGRAMS = TESTS / "programs"
-# Declared, as the shipped config.yaml declares it, so `scheduler.argument_style=...` needs no +.
-OPTIONS = "scheduler: {argument_style: omegaconf}\n"
 
 
 def with_programs(project: Path) -> Path:
@@ -54,22 +55,6 @@ def with_programs(project: Path) -> Path:
 def succeeded(result: "subprocess.CompletedProcess[Any]") -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-
-
-def rejected(project: Path, result: "subprocess.CompletedProcess[Any]") -> List[str]:
-    """Check the run stopped as a config error before any step; return stderr's lines."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    assert not (project / "ran.json").exists()
-    assert list((project / "outputs").glob("*/*/[0-9][0-9]-*.log")) == []
-    return result.stderr.splitlines()
-
-
-def line_with(lines: List[str], *parts: str) -> str:
-    """Return the one line holding every part; fail with the lines if there is none."""
-    found = [line for line in lines if all(part in line for part in parts)]
-    assert found, f"no line with {parts} in:\n" + "\n".join(lines)
-    return found[0]
 
 
 def step_arguments(project: Path, index: int = 0) -> Dict[str, Any]:
@@ -607,7 +592,7 @@ def test_a_program_that_cannot_be_found_is_a_config_error_with_the_others(
           - {name: bad, script: tasks/fate.py, timeout: -1}
         """
     )
-    lines = rejected(project, run_scheduler(project))
+    lines = assert_rejected(project, run_scheduler(project))
     found = [line_with(lines, "steps[1] (interp)", "interpreter", "no-such-interpreter-xyz"),
              line_with(lines, "steps[2] (launch)", "launcher", "no-such-launcher-xyz"),
              line_with(lines, "steps[3] (relpath)", "no-such-path-xyz"),
@@ -624,7 +609,7 @@ def test_a_default_launcher_that_cannot_be_found_is_a_config_error(make_project:
           - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}
         """
     )
-    lines = rejected(project, run_scheduler(project))
+    lines = assert_rejected(project, run_scheduler(project))
     line_with(lines, "no-such-default-launcher-xyz")
 
 
@@ -644,7 +629,7 @@ def test_an_argument_format_beyond_key_and_value_points_to_argument_style(
               arguments: {{a: 1}}}}
         """
     )
-    lines = rejected(project, run_scheduler(project))
+    lines = assert_rejected(project, run_scheduler(project))
     line_with(lines, "steps[1] (t)", "argument_format", "argument_style")
 
 
@@ -671,7 +656,7 @@ def test_an_argument_format_beyond_key_and_value_points_to_argument_style(
 def test_argument_problems_are_config_errors(make_project: Any, config: str,
                                              parts: List[str]) -> None:
     project = make_project(config)
-    lines = rejected(project, run_scheduler(project))
+    lines = assert_rejected(project, run_scheduler(project))
     line_with(lines, *parts)
 
 
@@ -681,7 +666,7 @@ def test_an_unknown_default_style_on_the_command_line_is_a_config_error(
     project = make_project(
         OPTIONS + "steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
     )
-    lines = rejected(project, run_scheduler(project, "scheduler.argument_style=shell"))
+    lines = assert_rejected(project, run_scheduler(project, "scheduler.argument_style=shell"))
     line_with(lines, "argument_style", "shell")
 
 

@@ -1,33 +1,15 @@
 """End to end: a bad config is reported whole, before any step runs, with exit 2 (CONTRACT §8)."""
 
 import stat
-import subprocess
-from pathlib import Path
 from typing import Any, List
 
 import pytest
-from conftest import run_scheduler
+from conftest import assert_rejected, line_with, run_scheduler
 
 pytestmark = pytest.mark.e2e
 
 # Step 0 is always valid and records that it ran: no step may run when the config is bad.
 GOOD_STEP = "  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-
-
-def assert_rejected(project: Path, result: "subprocess.CompletedProcess[Any]") -> List[str]:
-    """Check the run stopped as a config error before any step; return stderr's lines."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    assert not (project / "ran.json").exists()
-    assert list((project / "outputs").glob("*/*/[0-9][0-9]-*.log")) == []
-    return result.stderr.splitlines()
-
-
-def line_with(lines: List[str], *parts: str) -> str:
-    """Return the one line holding every part; fail with the lines if there is none."""
-    found = [line for line in lines if all(part in line for part in parts)]
-    assert found, f"no line with {parts} in:\n" + "\n".join(lines)
-    return found[0]
 
 
 CASES = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import cron_env, load_json, load_summary, run_folder, run_scheduler
+from conftest import cron_env, load_json, load_summary, new_run, run_folder, run_scheduler
 
 pytestmark = pytest.mark.e2e
 
@@ -674,14 +674,6 @@ def test_quiet_cron_line_mails_only_failures_and_logs_them(
 
 
 # ── outputs/latest and summary.json ──────────────────────────────────────
-
-
-def new_run(project: Path, known: List[Path]) -> Path:
-    """Return the one run folder under outputs/ that is not in known."""
-    found = [p.parent for p in (project / "outputs").glob("*/*/summary.json")]
-    fresh = [folder for folder in found if folder not in known]
-    assert len(fresh) == 1, fresh
-    return fresh[0]
 
 
 def assert_latest_is(project: Path, folder: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any, List
 
 import pytest
 from conftest import (
+    ANSI,
     PROMPT,
     cron_env,
     finish,
@@ -22,7 +23,6 @@ from conftest import (
 
 pytestmark = pytest.mark.e2e
 
-ANSI = "\x1b["
 
 # A step that fails with exit code 3 (the first time only, with fail_times), then one that
 # records that it ran.

@@ -12,27 +12,32 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Iterator, Tuple
 
 import ptyprocess
 import pytest
 from conftest import (
+    OPTIONS,
     PROMPT,
     finish,
-    is_gone,
+    kill_step_processes,
     load_json,
+    make_config,
+    output_text,
     read_until,
-    rest_of_output,
     run_folder,
     run_scheduler,
     scheduler_command,
     scheduler_env,
+    started_scheduler,
+    step_processes,
     step_statuses,
+    summaries,
     sweep_folder,
     terminal_text,
+    wait_for_no_step_processes,
 )
 
 pytestmark = pytest.mark.e2e
@@ -83,83 +88,11 @@ while time.monotonic() < end:
     time.sleep(0.02)
 """
 
-# Every option a test overrides is declared, so `scheduler.X=...` needs no `+`.
-OPTIONS = """\
-scheduler:
-  on_failure: abort
-  kill_grace: 1
-  lock: true
-  resume: false
-"""
-
-
-def make_config(steps: str, options: str = OPTIONS) -> str:
-    """Return a config: the given `steps:` items and the options."""
-    return "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ") + options
-
-
-def step_processes(project: Path) -> List[int]:
-    """Return the live processes started by any run of the project (found in procfs)."""
-    prefix = f"CRUDE_LINK_RUN_DIR={project}/".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if any(item.startswith(prefix) for item in environ.split(b"\0")) and not is_gone(pid):
-            found.append(pid)
-    return found
-
-
-def wait_for_no_step_processes(project: Path, timeout: float = 15) -> List[int]:
-    """Return the project's step processes still alive after up to timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := step_processes(project)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
-def kill_step_processes(project: Path) -> None:
-    """SIGKILL whatever a failed test left behind."""
-    for pid in step_processes(project):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
 
 @pytest.fixture(autouse=True)
 def _no_procfs_no_test() -> None:
     if not Path("/proc/self/environ").exists():
         pytest.skip("these tests find a step's processes in /proc")
-
-
-@contextlib.contextmanager
-def started(project: Path, *overrides: str) -> Iterator["subprocess.Popen[bytes]"]:
-    """Start the scheduler with no terminal; on the way out, stop it and its steps."""
-    proc = subprocess.Popen(
-        scheduler_command(project, *overrides), cwd=project.parent, env=scheduler_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-        kill_step_processes(project)
-
-
-def output_of(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
-    return rest_of_output(proc, timeout).decode("utf-8", errors="replace")
-
-
-def summaries(project: Path, folder: str = "outputs") -> Dict[Path, Dict[str, Any]]:
-    pattern = "*/*/summary.json" if folder == "outputs" else "*/*/*/summary.json"
-    return {path.parent: load_json(path) for path in sorted((project / folder).glob(pattern))}
 
 
 @contextlib.contextmanager
@@ -202,7 +135,7 @@ def test_kill_9_of_the_scheduler_stops_its_running_step_and_what_it_started(
     project = make_project(
         make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, leave: quiet}}\n"),
         {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         assert len(step_processes(project)) == 2  # the step and its child
@@ -223,7 +156,7 @@ def test_a_new_run_is_refused_while_a_step_of_a_killed_scheduler_still_runs(
             "  arguments: {marker: signals.txt, on_signal: ignore, then: wait}\n",
             OPTIONS.replace("kill_grace: 1", "kill_grace: 60")),
         {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         first = run_folder(project)
@@ -264,7 +197,7 @@ def test_after_kill_9_a_step_that_ignores_sigterm_is_killed_after_kill_grace(
             "- {script: tasks/step.py, arguments: {on_signal: ignore, leave: quiet, "
             "child_ignores: term}}\n"),
         {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         os.kill(proc.pid, signal.SIGKILL)
@@ -286,11 +219,11 @@ def test_sighup_during_a_step_stops_it_and_the_run_ends_interrupted_with_129(
     make_project: Any,
 ) -> None:
     project = make_project(make_config(WAITING_THEN_LATER), {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGHUP)
-        output = output_of(proc)
+        output = output_text(proc)
         assert proc.returncode == 129, output
         assert wait_for_no_step_processes(project) == []
     assert "Traceback" not in output
@@ -307,12 +240,12 @@ def test_sighup_to_a_step_that_ignores_it_kills_it_after_kill_grace(make_project
         make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, "
                     "on_signal: ignore}}\n"),
         {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGHUP)
         signalled = time.monotonic()
-        output = output_of(proc)
+        output = output_text(proc)
         took = time.monotonic() - signalled
     assert proc.returncode == 129, output
     assert 1 - 0.1 <= took < 15  # kill_grace: 1
@@ -359,8 +292,7 @@ def test_sighup_at_the_dialog_aborts_with_129(make_project: Any, spawn_scheduler
             """\
             - {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}
             - {script: tasks/fate.py, name: later, arguments: {record: later.json}}
-            """,
-            OPTIONS.replace("on_failure: abort", "on_failure: ask")))
+            """))
     child = spawn_scheduler(project)
     child.expect(PROMPT)
     child.kill(signal.SIGHUP)
@@ -373,8 +305,7 @@ def test_sighup_at_the_dialog_aborts_with_129(make_project: Any, spawn_scheduler
 
 def test_closing_the_terminal_at_the_dialog_aborts_with_129(make_project: Any) -> None:
     project = make_project(
-        make_config("- {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}\n",
-                    OPTIONS.replace("on_failure: abort", "on_failure: ask")))
+        make_config("- {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}\n"))
     assert close_the_terminal_after(project, b"[a] abort") == 129
     summary = load_json(run_folder(project) / "summary.json")
     assert (summary["status"], summary["exit_code"]) == ("aborted", 129)
@@ -578,7 +509,7 @@ def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) 
 
 def test_a_run_refused_by_the_lock_leaves_no_run_folder(make_project: Any, tmp_path: Path) -> None:
     project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
-    with started(project) as first:
+    with started_scheduler(project) as first:
         assert first.stdout is not None
         read_until(first.stdout.fileno(), b"waiting\n")
         refused = run_scheduler(project)
@@ -628,7 +559,7 @@ def test_hydra_and_default_stay_allowed_at_the_top_level(make_project: Any) -> N
 def test_the_step_processes_helper_sees_a_running_step(make_project: Any) -> None:
     """The tests above trust step_processes() to find a step: check that it does."""
     project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         assert len(step_processes(project)) == 1

@@ -14,6 +14,7 @@ from typing import Any, Dict, List
 
 import pytest
 from conftest import (
+    ANSI,
     TESTS,
     cron_env,
     finish,
@@ -33,7 +34,6 @@ from omegaconf import OmegaConf
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
-ANSI = "\x1b["
 
 # Stands in for each script the seed config names: prints who it is and what it got.
 STUB = """\

@@ -1,7 +1,6 @@
 """End to end: unattended operation: retries, timeouts, signals, the run lock, selection,
 resume, dry run, interpreters and launchers, multirun, --help (CONTRACT §2-5, §7)."""
 
-import contextlib
 import datetime
 import os
 import re
@@ -10,26 +9,31 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Set
+from typing import Any, List
 
 import pytest
 from conftest import (
     PROMPT,
     ROOT,
     finish,
+    kill_group,
+    kill_if_alive,
     load_json,
     load_summary,
+    make_config,
+    new_run,
+    output_text,
     read_until,
-    rest_of_output,
     run_folder,
     run_scheduler,
     scheduler_command,
     scheduler_env,
     split_log,
+    started_scheduler,
     step_statuses,
+    summaries,
     sweep_folder,
     terminal_text,
     wait_until_gone,
@@ -41,19 +45,6 @@ from scheduler import OPTION_KEYS, STEP_KEYS  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-# Every option declared, as the shipped config.yaml does, so `scheduler.X=...` needs no `+`.
-OPTIONS = """\
-scheduler:
-  on_failure: ask
-  from_step: null
-  only: null
-  skip: null
-  resume: false
-  dry_run: false
-  lock: true
-  kill_grace: 1
-  launcher: null
-"""
 
 # A step that reports the signals it gets, arguments as key=value words:
 #   marker=PATH      append the name of each SIGTERM/SIGINT it gets to PATH
@@ -105,70 +96,9 @@ SHELL_TASK = '#!/bin/sh\nprintf "%s\\n" "$0" "$@" > sh-args.txt\n'
 SEPARATOR_TIME = re.compile(rb"^=== crude-link: .*attempt (\d+) at (\S+) ===$", re.MULTILINE)
 
 
-def make_config(steps: str, options: str = OPTIONS) -> str:
-    """Return a config: the given `steps:` items (any indentation) and every option declared."""
-    items = textwrap.indent(textwrap.dedent(steps), "  ")
-    return "steps:\n" + items + ("" if items.endswith("\n") else "\n") + options
-
-
-def summaries(project: Path, folder: str = "outputs") -> Dict[Path, Dict[str, Any]]:
-    """Return run folder → summary for every run under the project's outputs/ (or multirun/)."""
-    pattern = "*/*/summary.json" if folder == "outputs" else "*/*/*/summary.json"
-    return {path.parent: load_json(path) for path in sorted((project / folder).glob(pattern))}
-
-
-def new_run(project: Path, before: Set[Path]) -> Path:
-    """Return the one run folder that is not in before."""
-    found = set(summaries(project)) - before
-    assert len(found) == 1, f"expected one new run folder, found {sorted(found)}"
-    return found.pop()
-
-
 def step_logs(project: Path) -> List[str]:
     """Return the names of every step log under the project's outputs/."""
     return sorted(path.name for path in (project / "outputs").glob("*/*/[0-9][0-9]-*.log"))
-
-
-def kill_group(pid: int) -> None:
-    """SIGKILL a leftover process group, if it is still there."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def kill_if_alive(pid: int) -> None:
-    """SIGKILL a leftover process, if it is still there."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def started(project: Path, *overrides: str) -> Iterator["subprocess.Popen[bytes]"]:
-    """Start the scheduler with no terminal, stdout and stderr in one pipe; stop it at the end."""
-    proc = subprocess.Popen(
-        scheduler_command(project, *overrides),
-        cwd=project.parent,
-        env={**os.environ, "NO_COLOR": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:  # a failed test: stop the run and its step, never hang
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-
-def output_text(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
-    """Read the scheduler's output until it has ended; return it as text."""
-    return rest_of_output(proc, timeout).decode("utf-8", errors="replace")
 
 
 # ── Automatic retries ────────────────────────────────────────────────────
@@ -333,7 +263,7 @@ def test_sigterm_to_the_scheduler_stops_the_step_and_records_interrupted(
     project = make_project(
         make_config(SIGNALLED.format(on_signal="exit")), {"stubborn.py": STUBBORN}
     )
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGTERM)
@@ -359,7 +289,7 @@ def test_sigterm_to_the_scheduler_kills_a_step_that_ignores_it_after_kill_grace(
     project = make_project(
         make_config(SIGNALLED.format(on_signal="ignore")), {"stubborn.py": STUBBORN}
     )
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         proc.send_signal(signal.SIGTERM)
@@ -438,7 +368,7 @@ def test_a_second_run_exits_75_while_the_first_runs_unless_lock_is_false(
             f"- {{script: tasks/fate.py, arguments: {{record: first.json, wait_for: {go}}}}}"
         )
     )
-    with started(project) as first:
+    with started_scheduler(project) as first:
         assert first.stdout is not None
         read_until(first.stdout.fileno(), b"waiting\n")
         began = time.monotonic()
@@ -473,7 +403,7 @@ def test_the_lock_dies_with_a_scheduler_killed_outright(make_project: Any, tmp_p
             """
         )
     )
-    with started(project) as first:
+    with started_scheduler(project) as first:
         assert first.stdout is not None
         read_until(first.stdout.fileno(), b"waiting\n")
         os.kill(first.pid, signal.SIGKILL)
@@ -682,7 +612,7 @@ def test_resume_after_a_kill_9_starts_at_the_step_that_was_running(
             """
         )
     )
-    with started(project) as proc:
+    with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
         os.kill(proc.pid, signal.SIGKILL)
