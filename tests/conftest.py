@@ -228,7 +228,6 @@ def read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
-
 def rest_of_output(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> bytes:
     """Read the scheduler's output until it has ended; fail after timeout seconds."""
     assert proc.stdout is not None
@@ -312,6 +311,103 @@ def kill_group(pid: int) -> None:
     """SIGKILL a leftover process group, if it is still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+# ── What several test files share ────────────────────────────────────────
+
+
+ONE_STEP = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {record: record.json}
+"""
+
+
+LOCKED = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {record: ran.json}
+"""
+
+
+THREE_STEPS = """\
+- {script: tasks/fate.py, name: a, arguments: {record: a.json}}
+- {script: tasks/fate.py, name: b, arguments: {record: b.json}}
+- {script: tasks/fate.py, name: c, arguments: {record: c.json}}
+"""
+
+
+# A shell script that writes its arguments, one per line, to sh-args.txt (in the root).
+SHELL_TASK = '#!/bin/sh\nprintf "%s\\n" "$0" "$@" > sh-args.txt\n'
+
+
+def step_logs(project: Path) -> List[str]:
+    """Return the names of every step log under the project's outputs/."""
+    return sorted(path.name for path in (project / "outputs").glob("*/*/[0-9][0-9]-*.log"))
+
+
+PROGRAMS = TESTS / "programs"
+
+
+def with_programs(project: Path) -> Path:
+    """Copy the test programs into the project's tasks/ (modes kept); return the project."""
+    for program in PROGRAMS.iterdir():
+        if program.is_dir():
+            shutil.copytree(program, project / "tasks" / program.name)
+        else:
+            shutil.copy(program, project / "tasks")
+    return project
+
+
+def succeeded(result: "subprocess.CompletedProcess[Any]") -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+NEVER = "0 0 31 2 *"  # valid, and never due: a running cron daemon will not fire it
+
+
+def cron_command(line: str) -> Tuple[str, bytes]:
+    """Return the shell command of a crontab line and its stdin, as Debian's cron makes them.
+
+    After the five time fields cron turns `\\%` into `%` and `\\\\` into `\\`; an unescaped
+    `%` ends the command, and the rest (each % a newline) is its stdin. (Checked against
+    cron 3.0pl1's daemon: printf '%s' 'a\\\\b' prints a\\b; '50\\%' prints 50%.)
+    """
+    command = line.split(None, 5)[5]
+    out: List[str] = []
+    escaped = False
+    for position, char in enumerate(command):
+        if escaped:
+            out.append(char if char in "%\\" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            return "".join(out), command[position + 1 :].replace("%", "\n").encode()
+        else:
+            out.append(char)
+    return "".join(out) + ("\\" if escaped else ""), b""
+
+
+def read_cron_log(project: Path) -> str:
+    """Return <root>/outputs/cron.log, or "" when there is none."""
+    path = project / "outputs" / "cron.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def home_folder(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return home
+
+
+def assert_latest_is(project: Path, folder: Path) -> None:
+    latest = project / "outputs" / "latest"
+    assert latest.is_symlink()
+    target = os.readlink(latest)
+    assert not os.path.isabs(target), f"outputs/latest -> {target} is not relative"
+    assert latest.resolve() == folder.resolve()
 
 
 # ── A real terminal, through pexpect ─────────────────────────────────────

@@ -1,4 +1,8 @@
-"""End to end: failed steps, the failure policy, the dialog, exit codes (CONTRACT §4, §6, §7)."""
+"""End to end: a failed step, the failure policy and the dialog (README "When a step fails").
+
+The warning, on_failure ask / abort / continue, automatic retries before the policy, the
+dialog's answers on a real terminal (pexpect), what ends it, and colour.
+"""
 
 import re
 import subprocess
@@ -11,8 +15,8 @@ from conftest import (
     PROMPT,
     cron_env,
     finish,
-    load_json,
     load_summary,
+    make_config,
     run_folder,
     run_scheduler,
     split_log,
@@ -292,15 +296,25 @@ def test_end_of_input_or_ctrl_c_at_the_prompt_aborts(
     assert not (project / "next.json").exists()
 
 
-def test_steps_do_not_read_the_terminal(make_project: Any, spawn_scheduler: Any) -> None:
+def test_ctrl_c_at_the_dialog_aborts_with_130(make_project: Any, spawn_scheduler: Any) -> None:
     project = make_project(
-        """\
-        steps:
-          - {script: tasks/fate.py, arguments: {record: record.json}}
-        """
+        make_config(
+            """\
+            - {script: tasks/fate.py, name: broken, arguments: {exit_code: 4}}
+            - {script: tasks/fate.py, name: later, arguments: {record: later.json}}
+            """
+        )
     )
-    assert finish(spawn_scheduler(project)) == 0
-    assert load_json(project / "record.json")["stdin_isatty"] is False
+    child = spawn_scheduler(project)
+    child.expect(PROMPT)
+    child.sendintr()
+    assert finish(child) == 130
+    assert "Traceback" not in terminal_text(child)
+    summary = load_summary(project)
+    assert (summary["status"], summary["exit_code"]) == ("aborted", 130)
+    assert step_statuses(summary) == ["failed", "not_run"]
+    assert summary["steps"][0]["exit_code"] == 4
+    assert not (project / "later.json").exists()
 
 
 # ── Colour ───────────────────────────────────────────────────────────────
