@@ -19,7 +19,6 @@ from conftest import (
     ONE_STEP,
     SHELL_TASK,
     TESTS,
-    assert_rejected,
     cron_env,
     finish,
     load_json,
@@ -248,64 +247,6 @@ def test_a_script_without_interpreter_must_be_executable(make_project: Any) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     assert load_summary(project)["steps"][0]["command"] == [str(script), "who='a b'"]
     assert (project / "sh-args.txt").read_text() == f"{script}\nwho='a b'\n"
-
-
-def test_interpreter_launcher_and_argument_format_shape_the_command(make_project: Any) -> None:
-    project = make_project(
-        """\
-        scheduler: {launcher: [env, TEST_LAUNCHED=by-default]}
-        steps:
-          - script: tasks/args.sh
-            interpreter: sh
-            argument_format: "--{key}={value}"
-            arguments: {a: x y, n: 1}
-          - script: tasks/fate.py
-            launcher: [env, TEST_LAUNCHED=by-step]
-            arguments: {record: own.json}
-          - script: tasks/fate.py
-            launcher: []
-            arguments: {record: none.json}
-        """,
-        {"args.sh": 'printf "<%s>\\n" "$@"; echo "launched=$TEST_LAUNCHED"\n'},
-    )
-    result = run_scheduler(project)
-    assert result.returncode == 0, result.stderr
-    first, own, none = load_summary(project)["steps"]
-    script = str(project / "tasks" / "args.sh")
-    shaped = ["--a='x y'", "--n=1"]  # each value rendered as ever, then put in the format
-    assert first["command"] == ["env", "TEST_LAUNCHED=by-default", "sh", script, *shaped]
-    output = split_log(run_folder(project) / "01-args.log")[0]
-    assert output == b"<--a='x y'>\n<--n=1>\nlaunched=by-default\n"  # no shell in between
-    assert own["command"][:3] == ["env", "TEST_LAUNCHED=by-step", sys.executable]
-    assert load_json(project / "own.json")["env"]["TEST_LAUNCHED"] == "by-step"
-    assert none["command"][0] == sys.executable
-    assert "TEST_LAUNCHED" not in load_json(project / "none.json")["env"]
-
-
-def test_an_executable_script_that_is_not_python_runs_directly(make_project: Any) -> None:
-    project = make_project(
-        """\
-        steps:
-          - script: tasks/hello.sh
-            arguments: {who: a b}
-        """,
-        {"hello.sh": '#!/bin/sh\necho "sh got $# args: $1"\n'},
-    )
-    script = project / "tasks" / "hello.sh"
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    result = run_scheduler(project)
-    assert result.returncode == 0, result.stderr
-    (step,) = load_summary(project)["steps"]
-    assert step["command"] == [str(script), "who='a b'"]
-    assert split_log(run_folder(project) / "01-hello.log")[0] == b"sh got 1 args: who='a b'\n"
-
-
-def test_a_non_python_script_must_be_executable_and_then_runs(make_project: Any) -> None:
-    project = make_project("steps:\n  - {script: tasks/run.sh}\n", {"run.sh": "#!/bin/sh\n"})
-    assert_rejected(project, run_scheduler(project))
-    script = project / "tasks" / "run.sh"
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    assert run_scheduler(project).returncode == 0
 
 
 def test_numbers_in_launcher_and_interpreter_lists_are_taken_as_text(
