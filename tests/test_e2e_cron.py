@@ -1,8 +1,10 @@
-"""End to end: cron=print|install|remove, quiet runs, outputs/latest (README "Running from cron").
+"""End to end: cron=print|install|remove, quiet runs, cron's environment (README "Running from
+cron").
 
 The tests that touch the crontab go through the real `crontab` command and put the user's
 table back exactly as it was (`user_crontab`). The lines they install use a schedule that
-never fires (February 31st), except the one test that runs a real cron daemon.
+never fires (February 31st), except the tests that run a real cron daemon. No override,
+config path or folder with a control character ever reaches the crontab.
 """
 
 import contextlib
@@ -793,7 +795,7 @@ def test_a_real_cron_daemon_runs_the_installed_pipeline(
     seen = load_json(folder / "probe.json")
     assert seen["env"]["HOME"] == pwd.getpwuid(os.getuid()).pw_dir
     path = seen["env"]["PATH"].split(":")
-    # The scheduler's interpreter folder comes first (CONTRACT §9), then cron's own PATH.
+    # The scheduler's interpreter folder comes first (README "How a step runs"), then cron's.
     assert path[0] == os.path.dirname(sys.executable)
     assert set(path[1:]) <= {
         "/usr/local/sbin",
