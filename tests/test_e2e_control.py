@@ -49,85 +49,6 @@ from conftest import (
 pytestmark = pytest.mark.e2e
 
 
-# A step that reports the signals it gets, arguments as key=value words:
-#   marker=PATH      append the name of each SIGTERM/SIGINT it gets to PATH
-#   on_signal=exit   then exit 128+N (the default); on_signal=ignore: keep going
-#   grandchild=PATH  first start `sleep 60` in its process group; write that pid to PATH
-# then print "waiting" and sleep for up to 60 s.
-STUBBORN = """\
-import os, signal, subprocess, sys, time
-
-args = dict(word.split("=", 1) for word in sys.argv[1:])
-ignore = args.get("on_signal", "exit") == "ignore"
-
-def on_signal(signum, frame):
-    with open(args["marker"], "a") as marker:
-        marker.write(signal.Signals(signum).name + "\\n")
-    if not ignore:
-        os._exit(128 + signum)
-
-if "grandchild" in args:
-    # Ignored signals stay ignored across exec: the grandchild then only dies of SIGKILL.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore else signal.SIG_DFL)
-    sleeper = subprocess.Popen(["sleep", "60"])
-    with open(args["grandchild"], "w") as out:
-        out.write(str(sleeper.pid))
-signal.signal(signal.SIGTERM, on_signal)
-signal.signal(signal.SIGINT, on_signal)
-print("waiting", flush=True)
-end = time.monotonic() + 60
-while time.monotonic() < end:
-    time.sleep(0.05)
-"""
-
-
-# A step whose arguments (key=value words) choose how it behaves:
-#   marker=PATH     append the name of each SIGTERM/SIGINT/SIGHUP it gets to PATH
-#   on_signal=exit  then exit 128+N (the default); on_signal=ignore: keep going
-#   leave=print|quiet   first start a child in its process group that outlives it: `print`
-#                   prints "tick" lines until it is stopped, `quiet` prints nothing (its
-#                   output goes to /dev/null); with child_ignores=term it ignores SIGTERM
-#   then=wait       print "waiting" and sleep for up to 60 s (the default); then=exit: exit 0
-STEP = """\
-import os, signal, subprocess, sys, time
-
-args = dict(word.split("=", 1) for word in sys.argv[1:])
-
-def on_signal(signum, frame):
-    if "marker" in args:
-        with open(args["marker"], "a") as marker:
-            marker.write(signal.Signals(signum).name + "\\n")
-    if args.get("on_signal", "exit") != "ignore":
-        os._exit(128 + signum)
-
-CHILD = '''
-import signal, sys, time
-if sys.argv[1] == "term":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("ready", file=sys.stderr, flush=True)
-end = time.monotonic() + 120
-while time.monotonic() < end:
-    if sys.argv[2] == "print":
-        print("tick", flush=True)
-    time.sleep(0.01)
-'''
-if "leave" in args:
-    quiet = args["leave"] == "quiet"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, args.get("child_ignores", "-"),
-                              args["leave"]], stdout=subprocess.DEVNULL if quiet else None,
-                             stderr=subprocess.PIPE)
-    child.stderr.readline()  # it is ready: its signal handling is in place
-for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(signum, on_signal)
-if args.get("then", "wait") == "exit":
-    sys.exit(0)
-print("waiting", flush=True)
-end = time.monotonic() + 60
-while time.monotonic() < end:
-    time.sleep(0.02)
-"""
-
-
 @pytest.fixture(autouse=True)
 def _no_procfs_no_test() -> None:
     if not Path("/proc/self/environ").exists():
@@ -159,14 +80,13 @@ def test_a_step_past_its_timeout_is_stopped_with_its_process_group_and_exit_code
     project = make_project(
         make_config(
             """\
-            - script: tasks/stubborn.py
+            - script: tasks/fate.py
               name: slow
               timeout: 1
-              arguments: {marker: signals.txt, grandchild: grandchild.pid}
+              arguments: {signals: signals.txt, grandchild: grandchild.pid, wait_for: never}
             - {script: tasks/fate.py, name: next, arguments: {record: next.json}}
             """
-        ),
-        {"stubborn.py": STUBBORN},
+        )
     )
     began = time.monotonic()
     result = run_scheduler(project)
@@ -194,12 +114,16 @@ def test_a_timed_out_step_that_ignores_sigterm_is_killed_after_kill_grace(
     project = make_project(
         make_config(
             """\
-            - script: tasks/stubborn.py
+            - script: tasks/fate.py
               timeout: 1
-              arguments: {marker: signals.txt, on_signal: ignore, grandchild: grandchild.pid}
+              arguments:
+                signals: signals.txt
+                on_signal: ignore
+                grandchild: grandchild.pid
+                grandchild_ignores_term: true
+                wait_for: never
             """
-        ),
-        {"stubborn.py": STUBBORN},
+        )
     )
     began = time.monotonic()
     result = run_scheduler(project)  # kill_grace: 1 (OPTIONS)
@@ -220,9 +144,9 @@ def test_a_timed_out_step_that_ignores_sigterm_is_killed_after_kill_grace(
 def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) -> None:
     project = make_project(
         make_config(
-            "- {script: tasks/step.py, timeout: 1, arguments: {on_signal: ignore}}\n",
-            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")),
-        {"step.py": STEP})
+            "- {script: tasks/fate.py, timeout: 1, "
+            "arguments: {on_signal: ignore, wait_for: never}}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")))
     code, cpu = exit_code_and_cpu(project)
     assert code == 124
     # Start-up (Python, Hydra) and the step take well under a second of CPU here; a busy
@@ -234,9 +158,10 @@ def test_waiting_out_kill_grace_after_a_timeout_costs_no_cpu(make_project: Any) 
 
 
 SIGNALLED = """\
-- script: tasks/stubborn.py
+- script: tasks/fate.py
   name: stubborn
-  arguments: {{marker: signals.txt, grandchild: grandchild.pid, on_signal: {on_signal}}}
+  arguments: {{signals: signals.txt, grandchild: grandchild.pid, on_signal: {on_signal},
+               grandchild_ignores_term: {ignores}, wait_for: never}}
 - {{script: tasks/fate.py, name: later, arguments: {{record: later.json}}}}
 """
 
@@ -245,7 +170,7 @@ def test_sigterm_to_the_scheduler_stops_the_step_and_records_interrupted(
     make_project: Any,
 ) -> None:
     project = make_project(
-        make_config(SIGNALLED.format(on_signal="exit")), {"stubborn.py": STUBBORN}
+        make_config(SIGNALLED.format(on_signal="exit", ignores="false"))
     )
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
@@ -271,7 +196,7 @@ def test_sigterm_to_the_scheduler_kills_a_step_that_ignores_it_after_kill_grace(
     make_project: Any,
 ) -> None:
     project = make_project(
-        make_config(SIGNALLED.format(on_signal="ignore")), {"stubborn.py": STUBBORN}
+        make_config(SIGNALLED.format(on_signal="ignore", ignores="true"))
     )
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
@@ -298,7 +223,7 @@ def test_ctrl_c_during_a_step_is_passed_on_and_exits_130(
     make_project: Any, spawn_scheduler: Any
 ) -> None:
     project = make_project(
-        make_config(SIGNALLED.format(on_signal="exit")), {"stubborn.py": STUBBORN}
+        make_config(SIGNALLED.format(on_signal="exit", ignores="false"))
     )
     child = spawn_scheduler(project)
     child.expect("waiting")
@@ -317,7 +242,9 @@ def test_ctrl_c_during_a_step_is_passed_on_and_exits_130(
 
 
 WAITING_THEN_LATER = """\
-- {script: tasks/step.py, name: sleeper, arguments: {marker: signals.txt, leave: quiet}}
+- script: tasks/fate.py
+  name: sleeper
+  arguments: {signals: signals.txt, grandchild: grandchild.pid, wait_for: never}
 - {script: tasks/fate.py, name: later, arguments: {record: later.json}}
 """
 
@@ -325,7 +252,7 @@ WAITING_THEN_LATER = """\
 def test_sighup_during_a_step_stops_it_and_the_run_ends_interrupted_with_129(
     make_project: Any,
 ) -> None:
-    project = make_project(make_config(WAITING_THEN_LATER), {"step.py": STEP})
+    project = make_project(make_config(WAITING_THEN_LATER))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -344,9 +271,8 @@ def test_sighup_during_a_step_stops_it_and_the_run_ends_interrupted_with_129(
 
 def test_sighup_to_a_step_that_ignores_it_kills_it_after_kill_grace(make_project: Any) -> None:
     project = make_project(
-        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, "
-                    "on_signal: ignore}}\n"),
-        {"step.py": STEP})
+        make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
+                    "on_signal: ignore, wait_for: never}}\n"))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -385,7 +311,7 @@ def close_the_terminal_after(project: Path, text: bytes) -> int:
 
 
 def test_closing_the_terminal_stops_the_run_as_sighup(make_project: Any) -> None:
-    project = make_project(make_config(WAITING_THEN_LATER), {"step.py": STEP})
+    project = make_project(make_config(WAITING_THEN_LATER))
     assert close_the_terminal_after(project, b"waiting\r\n") == 129
     assert (project / "signals.txt").read_text() == "SIGHUP\n"
     summary = load_json(run_folder(project) / "summary.json")
@@ -420,8 +346,8 @@ def test_closing_the_terminal_at_the_dialog_aborts_with_129(make_project: Any) -
 
 def test_sighup_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
     project = make_project(
-        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt}}\n"),
-        {"step.py": STEP})
+        make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
+                    "wait_for: never}}\n"))
     proc = subprocess.Popen(
         scheduler_command(project, "-m", "+steps.0.arguments.x=a,b"), cwd=project.parent,
         env=scheduler_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -452,8 +378,8 @@ def test_kill_9_of_the_scheduler_stops_its_running_step_and_what_it_started(
     make_project: Any,
 ) -> None:
     project = make_project(
-        make_config("- {script: tasks/step.py, arguments: {marker: signals.txt, leave: quiet}}\n"),
-        {"step.py": STEP})
+        make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
+                    "grandchild: grandchild.pid, wait_for: never}}\n"))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -471,9 +397,8 @@ def test_after_kill_9_a_step_that_ignores_sigterm_is_killed_after_kill_grace(
 ) -> None:
     project = make_project(
         make_config(
-            "- {script: tasks/step.py, arguments: {on_signal: ignore, leave: quiet, "
-            "child_ignores: term}}\n"),
-        {"step.py": STEP})
+            "- {script: tasks/fate.py, arguments: {on_signal: ignore, grandchild: grandchild.pid, "
+            "grandchild_ignores_term: true, wait_for: never}}\n"))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -497,12 +422,13 @@ def test_processes_a_step_leaves_behind_are_stopped_and_the_run_goes_on(
     project = make_project(
         make_config(
             f"""\
-            - script: tasks/step.py
+            - script: tasks/fate.py
               name: leaver
-              arguments: {{leave: {leave}, child_ignores: '{child_ignores}', then: exit}}
+              arguments: {{grandchild: grandchild.pid,
+                           grandchild_prints: {str(leave == "print").lower()},
+                           grandchild_ignores_term: {str(child_ignores == "term").lower()}}}
             - {{script: tasks/fate.py, name: later, arguments: {{record: later.json}}}}
-            """),
-        {"step.py": STEP})
+            """))
     try:
         began = time.monotonic()
         result = run_scheduler(project)
@@ -522,13 +448,13 @@ def test_the_timeout_covers_what_a_step_leaves_behind(make_project: Any) -> None
     project = make_project(
         make_config(
             """\
-            - script: tasks/step.py
+            - script: tasks/fate.py
               name: leaver
               timeout: 1
-              arguments: {leave: print, child_ignores: term, then: exit}
+              arguments:
+                {grandchild: grandchild.pid, grandchild_prints: true, grandchild_ignores_term: true}
             """,
-            OPTIONS.replace("kill_grace: 1", "kill_grace: 2")),
-        {"step.py": STEP})
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 2")))
     try:
         result = run_scheduler(project)
         assert result.returncode == 124, result.stdout[-2000:] + result.stderr
@@ -543,10 +469,9 @@ def test_the_timeout_covers_what_a_step_leaves_behind(make_project: Any) -> None
 def test_waiting_for_what_a_step_left_costs_no_cpu(make_project: Any) -> None:
     project = make_project(
         make_config(
-            "- {script: tasks/step.py, arguments: {leave: quiet, child_ignores: term, "
-            "then: exit}}\n",
-            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")),
-        {"step.py": STEP})
+            "- {script: tasks/fate.py, arguments: {grandchild: grandchild.pid, "
+            "grandchild_ignores_term: true}}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 4")))
     code, cpu = exit_code_and_cpu(project)
     assert code == 0
     assert cpu < 2.5, f"the scheduler used {cpu:.2f}s of CPU"  # a busy wait: 4 s
@@ -554,7 +479,7 @@ def test_waiting_for_what_a_step_left_costs_no_cpu(make_project: Any) -> None:
 
 def test_the_step_processes_helper_sees_a_running_step(make_project: Any) -> None:
     """The tests above trust step_processes() to find a step: check that it does."""
-    project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
+    project = make_project(make_config("- {script: tasks/fate.py, arguments: {wait_for: never}}\n"))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -640,10 +565,9 @@ def test_a_new_run_is_refused_while_a_step_of_a_killed_scheduler_still_runs(
 ) -> None:
     project = make_project(
         make_config(
-            "- script: tasks/step.py\n"
-            "  arguments: {marker: signals.txt, on_signal: ignore, then: wait}\n",
-            OPTIONS.replace("kill_grace: 1", "kill_grace: 60")),
-        {"step.py": STEP})
+            "- script: tasks/fate.py\n"
+            "  arguments: {signals: signals.txt, on_signal: ignore, wait_for: never}\n",
+            OPTIONS.replace("kill_grace: 1", "kill_grace: 60")))
     with started_scheduler(project) as proc:
         assert proc.stdout is not None
         read_until(proc.stdout.fileno(), b"waiting\n")
@@ -664,21 +588,20 @@ def test_a_new_run_is_refused_while_a_step_of_a_killed_scheduler_still_runs(
         assert message and str(first) in message[0], output
         assert list(summaries(project)) == [first]  # the refused run recorded nothing
         assert [p.name for p in (project / "outputs").glob("*/*/[0-9][0-9]-*.log")] == [
-            "01-step.log"]
+            "01-fate.log"]
 
         os.kill(step, signal.SIGKILL)
         assert wait_for_no_step_processes(project) == []
         deadline = time.monotonic() + 5  # the lock goes with the step's last process
         while True:
-            again = run_scheduler(project, "scheduler.resume=true",
-                                  "steps.0.arguments.then=exit")
+            again = run_scheduler(project, "scheduler.resume=true", NO_WAIT)
             if again.returncode != 75 or time.monotonic() > deadline:
                 break
         assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_a_run_refused_by_the_lock_leaves_no_run_folder(make_project: Any, tmp_path: Path) -> None:
-    project = make_project(make_config("- {script: tasks/step.py}\n"), {"step.py": STEP})
+    project = make_project(make_config("- {script: tasks/fate.py, arguments: {wait_for: never}}\n"))
     with started_scheduler(project) as first:
         assert first.stdout is not None
         read_until(first.stdout.fileno(), b"waiting\n")

@@ -249,23 +249,18 @@ def test_a_resumed_run_reads_the_files_of_the_run_it_resumes(make_project: Any) 
             - script: tasks/fate.py
               name: write
               arguments: {record: "${hydra:runtime.output_dir}/written.json"}
-            - script: tasks/consume.py
+            - script: tasks/fate.py
               name: read
-              arguments: {source: "${hydra:runtime.output_dir}/written.json", fail: false}
+              arguments:
+                copy_from: "${hydra:runtime.output_dir}/written.json"
+                copy_to: copied.json
+                exit_code: 0
             """
-        ),
-        {
-            "consume.py": """\
-            import shutil, sys
-            from omegaconf import OmegaConf
-            args = OmegaConf.from_cli()
-            if args.fail:
-                sys.exit(3)
-            shutil.copy(args.source, "copied.json")
-            """
-        },
+        )
     )
-    first = run_scheduler(project, "steps.1.arguments.fail=true")
+    # The failed run copies to a file of its own: copied.json is the resumed run's.
+    first = run_scheduler(project, "steps.1.arguments.exit_code=3",
+                          "steps.1.arguments.copy_to=first-copy.json")
     assert first.returncode == 3, first.stdout + first.stderr
     run1 = run_folder(project)
     assert (run1 / "written.json").exists()
@@ -277,7 +272,7 @@ def test_a_resumed_run_reads_the_files_of_the_run_it_resumes(make_project: Any) 
     assert summary["output_dir"] == str(run1)
     assert step_statuses(summary) == ["succeeded", "succeeded"]
     assert summary["steps"][0]["reused_from"] == str(run1)
-    assert summary["steps"][1]["command"][-2] == f"source={run1}/written.json"
+    assert f"copy_from={run1}/written.json" in summary["steps"][1]["command"]
     copied = load_json(project / "copied.json")
     assert copied["env"]["CRUDE_LINK_RUN_DIR"] == str(run1)  # written by run 1's step
     assert (run2 / "02-read.log").exists()

@@ -140,33 +140,19 @@ def test_a_step_listed_twice_gets_a_numbered_name(make_project: Any) -> None:
 # ── The command: interpreter, launcher, argument_format ──────────────────
 
 
-# A step that writes what it was started with to $TEST_PROBE_OUT: argv, -X options, TEST_* env.
-PROBE = """\
-import json, os, sys
-
-seen = {
-    "argv": sys.argv[1:],
-    "xoptions": {str(k): v for k, v in sys._xoptions.items()},
-    "env": {k: v for k, v in os.environ.items() if k.startswith("TEST_")},
-}
-with open(os.environ["TEST_PROBE_OUT"], "w") as out:
-    json.dump(seen, out)
-"""
-
-
 def test_interpreter_as_a_string_and_as_a_list(make_project: Any) -> None:
     project = make_project(
         make_config(
             f"""\
             - {{script: tasks/run.sh, name: shell, interpreter: sh, arguments: {{who: a b}}}}
-            - script: tasks/probe.py
+            - script: tasks/fate.py
               name: probe
               interpreter: [{sys.executable}, -X, utf8]
-              env: {{TEST_PROBE_OUT: probe.json}}
+              env: {{TEST_RECORD: probe.json}}
               arguments: {{n: 1}}
             """
         ),
-        {"run.sh": SHELL_TASK, "probe.py": PROBE},
+        {"run.sh": SHELL_TASK},
     )
     script = project / "tasks" / "run.sh"
     assert not script.stat().st_mode & stat.S_IXUSR  # sh needs no x bit
@@ -175,7 +161,7 @@ def test_interpreter_as_a_string_and_as_a_list(make_project: Any) -> None:
     shell, probe = load_summary(project)["steps"]
     assert shell["command"] == ["sh", str(script), "who='a b'"]
     assert (project / "sh-args.txt").read_text() == f"{script}\nwho='a b'\n"
-    probe_py = str(project / "tasks" / "probe.py")
+    probe_py = str(project / "tasks" / "fate.py")
     assert probe["command"] == [sys.executable, "-X", "utf8", probe_py, "n=1"]
     seen = load_json(project / "probe.json")
     assert seen["xoptions"] == {"utf8": True}
@@ -215,13 +201,12 @@ def test_argument_format_shapes_each_argument(make_project: Any) -> None:
     project = make_project(
         make_config(
             """\
-            - script: tasks/probe.py
+            - script: tasks/fate.py
               argument_format: "--{key}={value}"
-              env: {TEST_PROBE_OUT: probe.json}
+              env: {TEST_RECORD: probe.json}
               arguments: {lr: 0.1, name: a b, opt: {depth: 3}, flag: true}
             """
-        ),
-        {"probe.py": PROBE},
+        )
     )
     result = run_scheduler(project)
     assert result.returncode == 0, result.stdout + result.stderr
