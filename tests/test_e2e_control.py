@@ -40,7 +40,6 @@ from conftest import (
     step_processes,
     step_statuses,
     summaries,
-    sweep_folder,
     terminal_text,
     wait_for_no_step_processes,
     wait_until_gone,
@@ -342,33 +341,6 @@ def test_closing_the_terminal_at_the_dialog_aborts_with_129(make_project: Any) -
     assert close_the_terminal_after(project, b"[a] abort") == 129
     summary = load_json(run_folder(project) / "summary.json")
     assert (summary["status"], summary["exit_code"]) == ("aborted", 129)
-
-
-def test_sighup_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
-    project = make_project(
-        make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
-                    "wait_for: never}}\n"))
-    proc = subprocess.Popen(
-        scheduler_command(project, "-m", "+steps.0.arguments.x=a,b"), cwd=project.parent,
-        env=scheduler_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        read_until(proc.stdout.fileno(), b"waiting\n", timeout=30)
-        proc.send_signal(signal.SIGHUP)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_step_processes(project)
-    assert proc.returncode == 129, err
-    assert b"Traceback" not in out + err
-    jobs = summaries(project, "multirun")
-    assert sorted(job.name for job in jobs) == ["0"], jobs  # job 1 never started
-    [summary] = jobs.values()
-    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
-    assert sweep_folder(project).is_dir()
 
 
 # ── A step does not outlive the scheduler: the watchdog ──────────────────

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    kill_step_processes,
     load_json,
     make_config,
     read_until,
@@ -122,6 +123,33 @@ def test_sigterm_during_a_multirun_job_stops_the_sweep_there(make_project: Any) 
         f"{sweep / '0' / 'summary.json'}",
     ], err
     assert b"Traceback" not in out + err
+
+
+def test_sighup_during_a_multirun_job_stops_the_sweep_there(make_project: Any) -> None:
+    project = make_project(
+        make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
+                    "wait_for: never}}\n"))
+    proc = subprocess.Popen(
+        scheduler_command(project, "-m", "+steps.0.arguments.x=a,b"), cwd=project.parent,
+        env=scheduler_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n", timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_step_processes(project)
+    assert proc.returncode == 129, err
+    assert b"Traceback" not in out + err
+    jobs = summaries(project, "multirun")
+    assert sorted(job.name for job in jobs) == ["0"], jobs  # job 1 never started
+    [summary] = jobs.values()
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
+    assert sweep_folder(project).is_dir()
 
 
 def test_a_multirun_job_with_a_config_error_is_reported_and_exits_2(make_project: Any) -> None:
