@@ -109,7 +109,9 @@ def started_scheduler(
     project: Path, *overrides: str, stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE
 ) -> Iterator["subprocess.Popen[bytes]"]:
     """Start the scheduler with no terminal, stderr into stdout, and yield it; on the way out
-    stop it if it still runs (SIGTERM, then SIGKILL) and whatever its steps left behind."""
+    stop it if it still runs (SIGTERM, then SIGKILL). After a failed test, or when it still
+    ran, whatever its steps left behind is killed too; otherwise that is left for the test to
+    check after the `with` block (a step must not outlive a scheduler that ended)."""
     proc = subprocess.Popen(
         scheduler_command(project, *overrides),
         cwd=project.parent,
@@ -118,10 +120,15 @@ def started_scheduler(
         stdout=stdout,
         stderr=subprocess.STDOUT,
     )
+    clean_up = False
     try:
         yield proc
+    except BaseException:
+        clean_up = True
+        raise
     finally:
-        if proc.poll() is None:  # a failed test: stop the run and its step, never hang
+        if proc.poll() is None:  # stop the run and its step, never hang
+            clean_up = True
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -131,7 +138,8 @@ def started_scheduler(
         for pipe in (proc.stdin, proc.stdout):
             if pipe:
                 pipe.close()
-        kill_step_processes(project)
+        if clean_up:
+            kill_step_processes(project)
 
 
 def output_text(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:

@@ -54,6 +54,18 @@ def _no_procfs_no_test() -> None:
         pytest.skip("these tests find a step's processes in /proc")
 
 
+def signalled_while_waiting(project: Path, signum: int) -> Tuple[int, str, float]:
+    """Start the scheduler, send it signum once its step printed "waiting"; return its exit
+    code, its output and the seconds from the signal to its end."""
+    with started_scheduler(project) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n")
+        proc.send_signal(signum)
+        signalled = time.monotonic()
+        output = output_text(proc)
+        return proc.returncode, output, time.monotonic() - signalled
+
+
 def exit_code_and_cpu(project: Path) -> Tuple[int, float]:
     """Run the scheduler; return its exit code and the CPU time it (and its steps) used."""
     proc = subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
@@ -171,14 +183,10 @@ def test_sigterm_to_the_scheduler_stops_the_step_and_records_interrupted(
     project = make_project(
         make_config(SIGNALLED.format(on_signal="exit", ignores="false"))
     )
-    with started_scheduler(project) as proc:
-        assert proc.stdout is not None
-        read_until(proc.stdout.fileno(), b"waiting\n")
-        proc.send_signal(signal.SIGTERM)
-        output = output_text(proc)
+    code, output, _ = signalled_while_waiting(project, signal.SIGTERM)
     grandchild = int((project / "grandchild.pid").read_text())
     try:
-        assert proc.returncode == 143, output
+        assert code == 143, output
         assert "Traceback" not in output
         assert (project / "signals.txt").read_text() == "SIGTERM\n"
         assert wait_until_gone(grandchild), "the step's process group did not get SIGTERM"
@@ -197,16 +205,10 @@ def test_sigterm_to_the_scheduler_kills_a_step_that_ignores_it_after_kill_grace(
     project = make_project(
         make_config(SIGNALLED.format(on_signal="ignore", ignores="true"))
     )
-    with started_scheduler(project) as proc:
-        assert proc.stdout is not None
-        read_until(proc.stdout.fileno(), b"waiting\n")
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        output = output_text(proc)
-        took = time.monotonic() - signalled
+    code, output, took = signalled_while_waiting(project, signal.SIGTERM)
     grandchild = int((project / "grandchild.pid").read_text())
     try:
-        assert proc.returncode == 143, output
+        assert code == 143, output
         assert 1 - 0.1 <= took < 15  # kill_grace: 1
         assert (project / "signals.txt").read_text() == "SIGTERM\n"
         assert wait_until_gone(grandchild), "SIGKILL did not reach the step's process group"
@@ -272,14 +274,8 @@ def test_sighup_to_a_step_that_ignores_it_kills_it_after_kill_grace(make_project
     project = make_project(
         make_config("- {script: tasks/fate.py, arguments: {signals: signals.txt, "
                     "on_signal: ignore, wait_for: never}}\n"))
-    with started_scheduler(project) as proc:
-        assert proc.stdout is not None
-        read_until(proc.stdout.fileno(), b"waiting\n")
-        proc.send_signal(signal.SIGHUP)
-        signalled = time.monotonic()
-        output = output_text(proc)
-        took = time.monotonic() - signalled
-    assert proc.returncode == 129, output
+    code, output, took = signalled_while_waiting(project, signal.SIGHUP)
+    assert code == 129, output
     assert 1 - 0.1 <= took < 15  # kill_grace: 1
     summary = load_json(run_folder(project) / "summary.json")
     assert (summary["status"], summary["exit_code"]) == ("interrupted", 129)
