@@ -1,8 +1,9 @@
 """End to end: a multirun with Hydra's own launcher (README "Sweeps on the cluster" for the
 Slurm one: tests/test_e2e_sweep_slurm.py).
 
-Every job runs under multirun/, a failed job does not stop the later ones, the sweep ends
-with a report of the jobs that failed and the first one's exit code.
+Every job runs under multirun/, a failed job does not stop the later ones, SIGTERM or SIGHUP
+stops the sweep at the job that runs, and the sweep ends with a report of the jobs that failed
+and the first one's exit code.
 """
 
 import signal
