@@ -6,12 +6,13 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import pexpect
 import pytest
@@ -22,6 +23,33 @@ TESTS = Path(__file__).resolve().parent
 
 # One line the scheduler writes before each attempt in a step's log.
 SEPARATOR = re.compile(rb"^=== crude-link: .*attempt (\d+).*\n", re.MULTILINE)
+
+ANSI = "\x1b["  # how every colour code starts
+
+# Every option declared, as the shipped config.yaml does, so `scheduler.X=...` needs no `+`;
+# kill_grace is short, for tests that wait it out.
+OPTIONS = """\
+scheduler:
+  on_failure: ask
+  from_step: null
+  only: null
+  skip: null
+  resume: false
+  dry_run: false
+  lock: true
+  kill_grace: 1
+  launcher: null
+  schedule: null
+  cron: null
+  quiet: false
+  argument_style: omegaconf
+"""
+
+
+def make_config(steps: str, options: str = OPTIONS) -> str:
+    """Return a config: the given `steps:` items (any indentation) and every option declared."""
+    items = textwrap.indent(textwrap.dedent(steps), "  ")
+    return "steps:\n" + items + ("" if items.endswith("\n") else "\n") + options
 
 
 @pytest.fixture
@@ -78,26 +106,45 @@ def run_scheduler(
 
 @contextlib.contextmanager
 def started_scheduler(
-    project: Path, stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE
+    project: Path, *overrides: str, stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE
 ) -> Iterator["subprocess.Popen[bytes]"]:
-    """Start the scheduler with no terminal and yield it; kill it on the way out if it runs."""
+    """Start the scheduler with no terminal, stderr into stdout, and yield it; on the way out
+    stop it if it still runs (SIGTERM, then SIGKILL). After a failed test, or when it still
+    ran, whatever its steps left behind is killed too; otherwise that is left for the test to
+    check after the `with` block (a step must not outlive a scheduler that ended)."""
     proc = subprocess.Popen(
-        scheduler_command(project),
+        scheduler_command(project, *overrides),
         cwd=project.parent,
         env=scheduler_env(),
         stdin=stdin,
         stdout=stdout,
         stderr=subprocess.STDOUT,
     )
+    clean_up = False
     try:
         yield proc
+    except BaseException:
+        clean_up = True
+        raise
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # stop the run and its step, never hang
+            clean_up = True
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe:
                 pipe.close()
+        if clean_up:
+            kill_step_processes(project)
+
+
+def output_text(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> str:
+    """Read a started scheduler's output until it has ended; return it as text."""
+    return rest_of_output(proc, timeout).decode("utf-8", errors="replace")
 
 
 def cron_env(home: Path) -> Dict[str, str]:
@@ -110,6 +157,19 @@ def run_folder(project: Path) -> Path:
     found = sorted((project / "outputs").glob("*/*/summary.json"))
     assert len(found) == 1, f"expected one run folder, found {found}"
     return found[0].parent
+
+
+def summaries(project: Path, folder: str = "outputs") -> Dict[Path, Dict[str, Any]]:
+    """Return run folder → summary for every run under the project's outputs/ (or multirun/)."""
+    pattern = "*/*/summary.json" if folder == "outputs" else "*/*/*/summary.json"
+    return {path.parent: load_json(path) for path in sorted((project / folder).glob(pattern))}
+
+
+def new_run(project: Path, known: Iterable[Path]) -> Path:
+    """Return the one run folder under the project's outputs/ that is not in known."""
+    found = set(summaries(project)) - set(known)
+    assert len(found) == 1, f"expected one new run folder, found {sorted(found)}"
+    return found.pop()
 
 
 def sweep_folder(project: Path) -> Path:
@@ -129,6 +189,24 @@ def load_summary(project: Path) -> Dict[str, Any]:
 
 def step_statuses(summary: Mapping[str, Any]) -> List[str]:
     return [step["status"] for step in summary["steps"]]
+
+
+def assert_rejected(project: Path, result: "subprocess.CompletedProcess[Any]") -> List[str]:
+    """Check the run stopped as a config error before any step; return stderr's lines.
+
+    A step that records it ran writes ran.json in the root: it must not be there."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (project / "ran.json").exists()
+    assert list((project / "outputs").glob("*/*/[0-9][0-9]-*.log")) == []
+    return result.stderr.splitlines()
+
+
+def line_with(lines: List[str], *parts: str) -> str:
+    """Return the first line holding every part; fail with the lines if there is none."""
+    found = [line for line in lines if all(part in line for part in parts)]
+    assert found, f"no line with {parts} in:\n" + "\n".join(lines)
+    return found[0]
 
 
 def split_log(path: Path) -> Tuple[bytes, List[int]]:
@@ -156,7 +234,6 @@ def read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
             assert chunk, f"end of output before {needle!r}; got {seen[-500:]!r}"
             seen += chunk
     return seen
-
 
 
 def rest_of_output(proc: "subprocess.Popen[bytes]", timeout: float = 30) -> bytes:
@@ -199,6 +276,147 @@ def wait_until_gone(pid: int, timeout: float = 10) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def step_processes(project: Path) -> List[int]:
+    """Return the live processes started by any run of the project (found in procfs)."""
+    prefix = f"CRUDE_LINK_RUN_DIR={project}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self/environ").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if any(item.startswith(prefix) for item in environ.split(b"\0")) and not is_gone(pid):
+            found.append(pid)
+    return found
+
+
+def wait_for_no_step_processes(project: Path, timeout: float = 15) -> List[int]:
+    """Return the project's step processes still alive after up to timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := step_processes(project)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def kill_step_processes(project: Path) -> None:
+    """SIGKILL whatever a failed test left behind."""
+    for pid in step_processes(project):
+        kill_if_alive(pid)
+
+
+def kill_if_alive(pid: int) -> None:
+    """SIGKILL a leftover process, if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a leftover process group, if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+# ── What several test files share ────────────────────────────────────────
+
+
+ONE_STEP = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {record: record.json}
+"""
+
+
+LOCKED = """\
+steps:
+  - script: tasks/fate.py
+    arguments: {record: ran.json}
+"""
+
+
+THREE_STEPS = """\
+- {script: tasks/fate.py, name: a, arguments: {record: a.json}}
+- {script: tasks/fate.py, name: b, arguments: {record: b.json}}
+- {script: tasks/fate.py, name: c, arguments: {record: c.json}}
+"""
+
+
+# A shell script that writes its arguments, one per line, to sh-args.txt (in the root).
+SHELL_TASK = '#!/bin/sh\nprintf "%s\\n" "$0" "$@" > sh-args.txt\n'
+
+
+def step_logs(project: Path) -> List[str]:
+    """Return the names of every step log under the project's outputs/."""
+    return sorted(path.name for path in (project / "outputs").glob("*/*/[0-9][0-9]-*.log"))
+
+
+PROGRAMS = TESTS / "programs"
+
+
+def with_programs(project: Path) -> Path:
+    """Copy the test programs into the project's tasks/ (modes kept); return the project."""
+    for program in PROGRAMS.iterdir():
+        if program.is_dir():
+            shutil.copytree(program, project / "tasks" / program.name)
+        else:
+            shutil.copy(program, project / "tasks")
+    return project
+
+
+def succeeded(result: "subprocess.CompletedProcess[Any]") -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+NEVER = "0 0 31 2 *"  # valid, and never due: a running cron daemon will not fire it
+
+
+def cron_command(line: str) -> Tuple[str, bytes]:
+    """Return the shell command of a crontab line and its stdin, as Debian's cron makes them.
+
+    After the five time fields cron turns `\\%` into `%` and `\\\\` into `\\`; an unescaped
+    `%` ends the command, and the rest (each % a newline) is its stdin. (Checked against
+    cron 3.0pl1's daemon: printf '%s' 'a\\\\b' prints a\\b; '50\\%' prints 50%.)
+    """
+    command = line.split(None, 5)[5]
+    out: List[str] = []
+    escaped = False
+    for position, char in enumerate(command):
+        if escaped:
+            out.append(char if char in "%\\" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            return "".join(out), command[position + 1 :].replace("%", "\n").encode()
+        else:
+            out.append(char)
+    return "".join(out) + ("\\" if escaped else ""), b""
+
+
+def read_cron_log(project: Path) -> str:
+    """Return <root>/outputs/cron.log, or "" when there is none."""
+    path = project / "outputs" / "cron.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def home_folder(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return home
+
+
+def assert_latest_is(project: Path, folder: Path) -> None:
+    latest = project / "outputs" / "latest"
+    assert latest.is_symlink()
+    target = os.readlink(latest)
+    assert not os.path.isabs(target), f"outputs/latest -> {target} is not relative"
+    assert latest.resolve() == folder.resolve()
+
 
 # ── A real terminal, through pexpect ─────────────────────────────────────
 

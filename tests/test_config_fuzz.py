@@ -2,7 +2,8 @@
 
 Named cases end to end, then hypothesis: mutated configs go through what the scheduler does
 before any step (its checks of the text, Hydra's composition, its checks of the config) in
-this process, and a few through the real `python scheduler.py` (CONTRACT §8, §9).
+this process, and a few through the real `python scheduler.py` (README "The config",
+"Exit status").
 """
 
 import os

@@ -1,8 +1,10 @@
-"""End to end: cron=print|install|remove, quiet runs, outputs/latest (README "Running from cron").
+"""End to end: cron=print|install|remove, quiet runs, cron's environment (README "Running from
+cron").
 
 The tests that touch the crontab go through the real `crontab` command and put the user's
 table back exactly as it was (`user_crontab`). The lines they install use a schedule that
-never fires (February 31st), except the one test that runs a real cron daemon.
+never fires (February 31st), except the tests that run a real cron daemon. No override,
+config path or folder with a control character ever reaches the crontab.
 """
 
 import contextlib
@@ -19,11 +21,24 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import cron_env, load_json, load_summary, run_folder, run_scheduler
+from conftest import (
+    ANSI,
+    NEVER,
+    ROOT,
+    assert_latest_is,
+    cron_command,
+    cron_env,
+    home_folder,
+    load_json,
+    load_summary,
+    read_cron_log,
+    run_folder,
+    run_scheduler,
+    split_log,
+)
 
 pytestmark = pytest.mark.e2e
 
-NEVER = "0 0 31 2 *"  # valid, and never due: a running cron daemon will not fire it
 NEVER_EITHER = "0 0 30 2 *"
 # Seconds for cron to start an entry installed early in a minute: normally the next minute
 # tick, but a loaded machine can miss one, so allow a second tick before failing.
@@ -229,29 +244,6 @@ def calls_of(calls: Path) -> List[str]:
 # ── Running a crontab line the way cron does ─────────────────────────────
 
 
-def cron_command(line: str) -> Tuple[str, bytes]:
-    """Return the shell command of a crontab line and its stdin, as Debian's cron makes them.
-
-    After the five time fields cron turns `\\%` into `%` and `\\\\` into `\\`; an unescaped
-    `%` ends the command, and the rest (each % a newline) is its stdin. (Checked against
-    cron 3.0pl1's daemon: printf '%s' 'a\\\\b' prints a\\b; '50\\%' prints 50%.)
-    """
-    command = line.split(None, 5)[5]
-    out: List[str] = []
-    escaped = False
-    for position, char in enumerate(command):
-        if escaped:
-            out.append(char if char in "%\\" else "\\" + char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "%":
-            return "".join(out), command[position + 1 :].replace("%", "\n").encode()
-        else:
-            out.append(char)
-    return "".join(out) + ("\\" if escaped else ""), b""
-
-
 def run_like_cron(line: str, home: Path) -> "subprocess.CompletedProcess[bytes]":
     """Run a crontab line's command as cron would: /bin/sh -c, cron's environment, in HOME."""
     command, stdin = cron_command(line)
@@ -284,18 +276,6 @@ def printed_line(project: Path, *overrides: str, **kwargs: Any) -> str:
 def cron_action(project: Path, action: str, *overrides: str, **kwargs: Any) -> Any:
     """Run `scheduler.cron=<action>` with these overrides; return the completed process."""
     return run_scheduler(project, f"scheduler.cron={action}", *overrides, **kwargs)
-
-
-def read_cron_log(project: Path) -> str:
-    """Return <root>/outputs/cron.log, or "" when there is none."""
-    path = project / "outputs" / "cron.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def home_folder(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    return home
 
 
 def assert_no_run(project: Path) -> None:
@@ -673,89 +653,6 @@ def test_quiet_cron_line_mails_only_failures_and_logs_them(
     assert cron_log.splitlines() == ran.stdout.decode().splitlines()
 
 
-# ── outputs/latest and summary.json ──────────────────────────────────────
-
-
-def new_run(project: Path, known: List[Path]) -> Path:
-    """Return the one run folder under outputs/ that is not in known."""
-    found = [p.parent for p in (project / "outputs").glob("*/*/summary.json")]
-    fresh = [folder for folder in found if folder not in known]
-    assert len(fresh) == 1, fresh
-    return fresh[0]
-
-
-def assert_latest_is(project: Path, folder: Path) -> None:
-    latest = project / "outputs" / "latest"
-    assert latest.is_symlink()
-    target = os.readlink(latest)
-    assert not os.path.isabs(target), f"outputs/latest -> {target} is not relative"
-    assert latest.resolve() == folder.resolve()
-
-
-def test_latest_points_at_the_newest_run_from_its_start(make_project: Any, tmp_path: Path) -> None:
-    project = project_with_probe(make_project)
-    home = home_folder(tmp_path)
-    runs: List[Path] = []
-    for overrides in ([], ["+steps.1.arguments.exit_code=4"]):  # newest, even when it fails
-        result = run_scheduler(project, *overrides, cwd=Path("/"), env=cron_env(home))
-        assert result.returncode == (4 if overrides else 0), result.stderr
-        folder = new_run(project, runs)
-        runs.append(folder)
-        assert_latest_is(project, folder)
-        # While its first step ran, outputs/latest already showed this run, in progress.
-        seen = load_json(folder / "probe.json")
-        assert Path(seen["latest_resolved"]) == folder.resolve()
-        assert seen["latest_summary"]["status"] == "running"
-        assert seen["latest_summary"]["steps"][0]["status"] == "running"
-        logs = {p.name for p in (project / "outputs" / "latest").glob("*.log")}
-        assert {"01-probe.log", "02-fate.log"} <= logs  # tail outputs/latest/*.log
-    assert (project / "outputs" / "latest" / "02-fate.log").read_text().count("second step") == 1
-    moved = tmp_path / "moved"
-    project.rename(moved)  # a relative link survives moving the folder
-    assert (moved / "outputs" / "latest").resolve() == (moved / runs[1].relative_to(project))
-
-
-def test_a_dry_run_or_a_config_error_does_not_move_latest(make_project: Any) -> None:
-    project = project_with_probe(make_project)
-    assert run_scheduler(project).returncode == 0
-    first = run_folder(project)
-    assert run_scheduler(project, "scheduler.dry_run=true").returncode == 0
-    assert run_scheduler(project, "scheduler.on_failure=sometimes").returncode == 2
-    assert (
-        run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}").returncode
-        == 0
-    )
-    assert_latest_is(project, first)
-
-
-def test_summary_keeps_each_steps_command_and_exit_code(make_project: Any) -> None:
-    project = make_project(
-        """\
-        steps:
-          - script: tasks/fate.py
-            name: ok
-            arguments: {print: fine}
-          - script: tasks/fate.py
-            name: broken
-            arguments: {exit_code: 3, stderr: broke}
-          - script: tasks/fate.py
-            name: later
-            arguments: {print: never}
-        """
-    )
-    result = run_scheduler(project, "steps.0.arguments.print=fine-tuned")
-    assert result.returncode == 3
-    summary = load_json(project / "outputs" / "latest" / "summary.json")
-    assert summary == load_summary(project)
-    fate = str(project.resolve() / "tasks" / "fate.py")
-    assert [(s["name"], s["command"], s["status"], s["exit_code"]) for s in summary["steps"]] == [
-        ("ok", [sys.executable, fate, "print=fine-tuned"], "succeeded", 0),
-        ("broken", [sys.executable, fate, "exit_code=3", "stderr=broke"], "failed", 3),
-        ("later", [sys.executable, fate, "print=never"], "not_run", None),
-    ]
-    assert (summary["status"], summary["exit_code"]) == ("failed", 3)
-
-
 # ── A real cron daemon ───────────────────────────────────────────────────
 
 
@@ -898,7 +795,7 @@ def test_a_real_cron_daemon_runs_the_installed_pipeline(
     seen = load_json(folder / "probe.json")
     assert seen["env"]["HOME"] == pwd.getpwuid(os.getuid()).pw_dir
     path = seen["env"]["PATH"].split(":")
-    # The scheduler's interpreter folder comes first (CONTRACT §9), then cron's own PATH.
+    # The scheduler's interpreter folder comes first (README "How a step runs"), then cron's.
     assert path[0] == os.path.dirname(sys.executable)
     assert set(path[1:]) <= {
         "/usr/local/sbin",
@@ -925,3 +822,202 @@ def test_a_real_cron_daemon_runs_the_installed_pipeline(
     result = cron_action(project, "remove")
     assert result.returncode == 0, result.stderr
     assert read_crontab() == other
+
+
+# ── Crontab injection ────────────────────────────────────────────────────
+
+
+with_user_crontab = pytest.mark.usefixtures("user_crontab")
+
+
+@pytest.fixture
+def spy_crontab(request: pytest.FixtureRequest) -> Any:
+    """Return (env, calls file): the real crontab behind a stand-in that notes each call."""
+    return request.getfixturevalue("fake_crontab")("spy")
+
+
+def injection(target: Path, char: str = "\n") -> str:
+    """Return an override whose value would start a cron job of its own after char."""
+    return f"steps.1.arguments.print='x{char}* * * * * touch {target} #'"
+
+
+def assert_refused(result: Any, named: str) -> None:
+    """Assert a cron action was refused as bad input: exit 2, one problem naming the word."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert repr(named) in result.stderr, result.stderr
+    assert "control character" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x1b", "\t"], ids=["LF", "CR", "ESC", "TAB"])
+def test_cron_print_refuses_an_override_with_a_control_character(
+    make_project: Any, spy_crontab: Any, tmp_path: Path, char: str
+) -> None:
+    project = project_with_probe(make_project)
+    env, calls = spy_crontab
+    bad = injection(tmp_path / "pwned", char)
+    result = run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}", bad,
+                           env=env)
+    assert_refused(result, bad)
+    assert calls.read_text() == "", "cron=print must not touch the crontab"
+
+
+@with_user_crontab
+@pytest.mark.parametrize("char", ["\n", "\r", "\x1b"], ids=["LF", "CR", "ESC"])
+def test_cron_install_refuses_an_override_with_a_control_character_and_changes_nothing(
+    make_project: Any, spy_crontab: Any, tmp_path: Path, char: str
+) -> None:
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    env, calls = spy_crontab
+    bad = injection(tmp_path / "pwned", char)
+    result = run_scheduler(project, "scheduler.cron=install", f"scheduler.schedule={NEVER}", bad,
+                           env=env)
+    assert_refused(result, bad)
+    assert read_crontab() == other, "the crontab must stay byte for byte as it was"
+    assert [call for call in calls.read_text().splitlines() if call != "-l"] == []
+    removed = run_scheduler(project, "scheduler.cron=remove")
+    assert removed.returncode == 0, removed.stderr
+    assert read_crontab() == other
+
+
+@with_user_crontab
+def test_a_config_dir_or_name_with_a_newline_never_reaches_the_crontab(
+    make_project: Any, tmp_path: Path
+) -> None:
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    odd_dir = tmp_path / "confs\n* * * * * touch pwned #"
+    odd_dir.mkdir()
+    (odd_dir / "other.yaml").write_text((project / "config.yaml").read_text())
+    odd_name = "night\n* * * * * touch pwned #"
+    (project / f"{odd_name}.yaml").write_text((project / "config.yaml").read_text())
+    for flags, named in ((["--config-dir", str(odd_dir), "--config-name", "other"], str(odd_dir)),
+                         (["--config-name", odd_name], odd_name)):
+        for action in ("print", "install"):
+            result = run_scheduler(project, f"scheduler.cron={action}",
+                                   f"scheduler.schedule={NEVER}", *flags)
+            assert_refused(result, named)
+            assert read_crontab() == other, (action, named)
+
+
+@with_user_crontab
+def test_a_root_folder_with_a_newline_never_reaches_the_crontab(
+    make_project: Any, tmp_path: Path
+) -> None:
+    made = project_with_probe(make_project)
+    project = tmp_path / "odd\n* * * * * touch pwned #" / "proj"
+    shutil.copytree(made, project)
+    other = other_lines(made)
+    write_crontab(other)
+    for action in ("print", "install"):
+        result = run_scheduler(project, f"scheduler.cron={action}", f"scheduler.schedule={NEVER}")
+        assert_refused(result, str(project.resolve()))
+        assert read_crontab() == other
+
+
+@pytest.mark.usefixtures("user_crontab", "cron_daemon")
+def test_a_real_cron_daemon_never_runs_an_injected_line(
+    make_project: Any, tmp_path: Path
+) -> None:
+    """The refused line is never installed; a good line installed after it runs as ever."""
+    project = project_with_probe(make_project)
+    other = other_lines(project)
+    write_crontab(other)
+    pwned = tmp_path / "pwned"
+    if time.time() % 60 > 50:  # cron looks at its tables as each minute starts
+        time.sleep(60.5 - time.time() % 60)
+    refused = run_scheduler(project, "scheduler.cron=install", "scheduler.schedule=* * * * *",
+                            injection(pwned))
+    assert_refused(refused, injection(pwned))
+    assert read_crontab() == other
+    good = run_scheduler(project, "scheduler.cron=install", "scheduler.schedule=* * * * *",
+                         "steps.1.arguments.print='x * * * * * touch pwned #'")
+    assert good.returncode == 0, good.stderr
+    table = read_crontab()
+    assert table is not None and table.count(b"\n") == other.count(b"\n") + 1
+    folder = wait_for_finished_run(project, CRON_DAEMON_WAIT)
+    assert folder is not None, f"cron did not run the good line:\n{table.decode()}"
+    wait_for_scheduler_exit(project)
+    assert load_json(folder / "summary.json")["status"] == "succeeded", read_cron_log(project)
+    assert "x * * * * * touch pwned #" in read_cron_log(project).splitlines()
+    assert not pwned.exists() and not (project / "pwned").exists()
+    assert run_scheduler(project, "scheduler.cron=remove").returncode == 0
+    assert read_crontab() == other
+
+
+# ── The schedule and the user's own lines ────────────────────────────────
+
+
+SCHEDULES = [
+    "0 10 * * mon-fri", "0 10 * * mon,wed", "0 10 1 jan-mar *", "*/15 * * * *", "1-5/2 * * * *",
+    "0 10 * * MON-Fri", "0 10 * * mon-5", "0 10 * jan-mar/2 *", "0 10 * * *,1", "5/2 * * * *",
+    "0 10 * * */mon", "0 10 * * monday", "0 10 * * 1-*", "0 10 * * 1,", "0 10 * * 1/0",
+    "0 10 * mon *", "0 10 * * 8", "60 * * * *",
+]
+
+
+@with_user_crontab
+def test_the_schedule_check_agrees_with_the_real_crontab() -> None:
+    sys.path.insert(0, str(ROOT))
+    import scheduler  # the pure check, compared with its real consumer
+
+    verdicts = []
+    for schedule in SCHEDULES:
+        tried = subprocess.run(["crontab", "-"], input=f"{schedule} /bin/true\n".encode(),
+                               capture_output=True, timeout=30)
+        verdicts.append((schedule, tried.returncode == 0, scheduler.check_schedule(schedule) == []))
+    assert [v for v in verdicts if v[1] != v[2]] == [], "(schedule, crontab, crude-link)"
+    assert any(v[1] for v in verdicts) and not all(v[1] for v in verdicts)
+
+
+@with_user_crontab
+@pytest.mark.parametrize("action", ["install", "remove"])
+def test_install_and_remove_keep_a_line_the_user_commented_out(
+    make_project: Any, action: str
+) -> None:
+    project = project_with_probe(make_project)
+    active = run_scheduler(project, "scheduler.cron=print", f"scheduler.schedule={NEVER}")
+    assert active.returncode == 0, active.stderr
+    other = other_lines(project) + b"# " + active.stdout.encode()  # paused by the user
+    write_crontab(other)
+    result = run_scheduler(project, f"scheduler.cron={action}", "scheduler.schedule=0 0 30 2 *")
+    assert result.returncode == 0, result.stderr
+    table = read_crontab()
+    assert table is not None and table.startswith(other)
+    assert len(table.splitlines()) == len(other.splitlines()) + (action == "install")
+
+
+# ── A pipeline in cron's environment ─────────────────────────────────────
+
+
+def test_cron_environment_runs_the_same_way(make_project: Any, tmp_path: Path) -> None:
+    project = make_project(
+        """\
+        steps:
+          - script: tasks/fate.py
+            arguments: {record: record.json, print: done}
+        """
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    outputs_in_slash = Path("/outputs").exists()
+    result = run_scheduler(project, cwd=Path("/"), env=cron_env(home))
+    assert result.returncode == 0, result.stderr
+    assert list(home.iterdir()) == []
+    assert Path("/outputs").exists() == outputs_in_slash
+    assert ANSI not in result.stdout + result.stderr  # cron mails the output: no colour codes
+    run = run_folder(project)
+    received = load_json(project / "record.json")
+    assert received["cwd"] == str(project)
+    assert received["env"] == {
+        "PYTHONUNBUFFERED": "1",
+        "CRUDE_LINK_RUN_DIR": str(run),
+        "CRUDE_LINK_STEP": "fate",
+        "CRUDE_LINK_STEP_INDEX": "1",
+        "CRUDE_LINK_PYTHON": sys.executable,
+    }
+    assert split_log(run / "01-fate.log")[0] == b"done\n"

@@ -16,6 +16,7 @@ from typing import Any, Iterator, List
 
 import pytest
 from conftest import (
+    OPTIONS,
     PROMPT,
     finish,
     load_json,
@@ -37,14 +38,6 @@ pytestmark = pytest.mark.e2e
 
 # Any srun options go through: a partition, CPUs per task, a time limit (minutes), a job name.
 SRUN = "[srun, --partition=debug, --cpus-per-task=2, --time=5, --job-name={name}]"
-
-# Every option declared, as the shipped config.yaml does, so `scheduler.X=...` needs no `+`.
-OPTIONS = """\
-scheduler:
-  on_failure: ask
-  kill_grace: 1
-  launcher: null
-"""
 
 
 def config(steps: str) -> str:

@@ -1,16 +1,16 @@
-"""End to end: arguments that any program understands (issue 11; CONTRACT §9).
+"""End to end: a step's arguments, in the style its program understands (README "Passing
+arguments").
 
 Real programs run as steps (tests/programs/): argparse, click and typer programs, a
 `@hydra.main` app with its own config.yaml, and shell scripts. Each writes down what it
 parsed, with Python's types, and the tests compare that with the config's values.
 """
 
+import datetime
 import json
 import math
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,14 +18,15 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 from conftest import (
+    OPTIONS,
     TESTS,
-    cron_env,
     load_json,
     load_summary,
     run_folder,
     run_scheduler,
-    scheduler_env,
     step_statuses,
+    succeeded,
+    with_programs,
 )
 from omegaconf import OmegaConf
 from test_argument_styles import assert_same
@@ -36,40 +37,130 @@ import scheduler  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-PROGRAMS = TESTS / "programs"
-# Declared, as the shipped config.yaml declares it, so `scheduler.argument_style=...` needs no +.
-OPTIONS = "scheduler: {argument_style: omegaconf}\n"
+
+# ── omegaconf: key=value words, read with OmegaConf.from_cli() ───────────
 
 
-def with_programs(project: Path) -> Path:
-    """Copy the test programs into the project's tasks/ (modes kept); return the project."""
-    for program in PROGRAMS.iterdir():
-        if program.is_dir():
-            shutil.copytree(program, project / "tasks" / program.name)
-        else:
-            shutil.copy(program, project / "tasks")
-    return project
+ARGUMENTS_CONFIG = """\
+steps:
+  - script: tasks/fate.py
+    arguments:
+      record: record.json
+      text_int: "42"
+      text_float: "1.0"
+      text_exp: "1e3"
+      text_true: "true"
+      text_yes: "yes"
+      text_null: "null"
+      text_tilde: "~"
+      text_empty: ""
+      text_space: "a b"
+      text_padded: " padded "
+      text_equals: "x=y"
+      text_comma: "a,b"
+      text_brackets: "[x]"
+      text_braces: "{a: 1}"
+      text_apostrophe: "it's"
+      text_quotes: 'say "hi"'
+      text_both: "it's \\"both\\""
+      text_backslash: 'C:\\dir\\'
+      text_hash: "#not a comment"
+      text_colon: "key: value"
+      text_dash: "-5"
+      text_star: "*.csv"
+      text_dollar: "$HOME"
+      text_unicode: "naïve ☃ 日本"
+      text_newline: "two\\nlines"
+      nested: {lr: 0.1, deeper: {depth: 3, name: "x y"}}
+      a_list: [1, two, "3", 4.5, true, null, "a,b"]
+      empty_list: []
+      a_null: null
+      a_float: 0.25
+      a_small_float: 1.0e-05
+      an_int: -7
+      a_bool: false
+"""
 
 
-def succeeded(result: "subprocess.CompletedProcess[Any]") -> None:
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
+def test_arguments_reach_the_step_with_the_same_values_and_types(make_project: Any) -> None:
+    project = make_project(ARGUMENTS_CONFIG)
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stderr
+    received = load_json(project / "record.json")
+    config = OmegaConf.to_container(OmegaConf.load(project / "config.yaml"))
+    assert isinstance(config, dict)
+    assert received["args"] == config["steps"][0]["arguments"]
+    assert "nested.lr=0.1" in received["argv"]  # nested mappings as dotted keys
+    assert "nested.deeper.depth=3" in received["argv"]
+    (step,) = load_summary(project)["steps"]
+    assert step["command"] == [
+        sys.executable,
+        str(project / "tasks" / "fate.py"),
+        *received["argv"],
+    ]
 
 
-def rejected(project: Path, result: "subprocess.CompletedProcess[Any]") -> List[str]:
-    """Check the run stopped as a config error before any step; return stderr's lines."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    assert not (project / "ran.json").exists()
-    assert list((project / "outputs").glob("*/*/[0-9][0-9]-*.log")) == []
-    return result.stderr.splitlines()
+def test_interpolations_resolve_when_the_command_is_built(make_project: Any) -> None:
+    project = make_project(
+        """\
+        default: {model_dir: models}  # a top-level key of its own would be unknown
+        steps:
+          - script: tasks/fate.py
+            arguments:
+              record: record.json
+              out: ${hydra:runtime.output_dir}/data.csv
+              model: ${default.model_dir}/m.json
+              script_again: ${..script}
+              today: ${now:%Y-%m-%d}
+        """
+    )
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stderr
+    run = run_folder(project)
+    args = load_json(project / "record.json")["args"]
+    assert args["out"] == f"{run}/data.csv"
+    assert args["model"] == "models/m.json"
+    assert args["script_again"] == "tasks/fate.py"
+    assert args["today"] in (run.parent.name, datetime.date.today().isoformat())
 
 
-def line_with(lines: List[str], *parts: str) -> str:
-    """Return the one line holding every part; fail with the lines if there is none."""
-    found = [line for line in lines if all(part in line for part in parts)]
-    assert found, f"no line with {parts} in:\n" + "\n".join(lines)
-    return found[0]
+def test_a_config_without_argument_style_gives_the_words_of_before(
+    make_project: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "fate.json"
+    project = make_project(
+        f"""\
+        default: {{model_dir: models}}  # a top-level key of its own is unknown (issue 12)
+        steps:
+          - script: tasks/fate.py
+            arguments:
+              record: {record}
+              lr: 0.1
+              name: my run
+              flag: true
+              none: null
+              items: [1, "x,y"]
+              opt: {{lr: 0.01, deeper: {{depth: 3}}}}
+              text: "it's"
+              big: .inf
+              interpolated: ${{default.model_dir}}/m.json
+        """
+    )
+    succeeded(run_scheduler(project))
+    (step,) = load_summary(project)["steps"]
+    arguments = step_arguments(project)
+    words = [f"{key}={scheduler.render_value(value)}"
+             for key, value in scheduler.flatten_arguments(arguments)]
+    assert step["command"] == [sys.executable, str(project / "tasks" / "fate.py"), *words]
+    assert words == [  # as written by crude-link before argument_style existed
+        f"record={record}", "lr=0.1", "name='my run'", "flag=true", "none=null",
+        "items=[1,'x,y']", "opt.lr=0.01", "opt.deeper.depth=3", "text=\"it's\"", "big=.inf",
+        "interpolated=models/m.json",
+    ]
+    assert_same(load_json(record)["args"], arguments)
+
+
+# ── argparse, click, typer ───────────────────────────────────────────────
 
 
 def step_arguments(project: Path, index: int = 0) -> Dict[str, Any]:
@@ -93,8 +184,6 @@ def words_after_script(command: List[str], script: Path) -> List[str]:
 def hydra_key(word: str) -> str:
     return word.split("=", 1)[0].lstrip("+~")
 
-
-# ── argparse, click, typer ───────────────────────────────────────────────
 
 NOTE = "it's \"quoted\"\nnext line\tand $HOME * ; ends with \\"
 
@@ -284,46 +373,8 @@ def test_without_an_argument_style_an_argparse_program_gets_key_value_words(
     assert not record.exists()
 
 
-# ── The existing behaviour: omegaconf, unchanged ─────────────────────────
-
-
-def test_a_config_without_argument_style_gives_the_words_of_before(
-    make_project: Any, tmp_path: Path
-) -> None:
-    record = tmp_path / "fate.json"
-    project = make_project(
-        f"""\
-        default: {{model_dir: models}}  # a top-level key of its own is unknown (issue 12)
-        steps:
-          - script: tasks/fate.py
-            arguments:
-              record: {record}
-              lr: 0.1
-              name: my run
-              flag: true
-              none: null
-              items: [1, "x,y"]
-              opt: {{lr: 0.01, deeper: {{depth: 3}}}}
-              text: "it's"
-              big: .inf
-              interpolated: ${{default.model_dir}}/m.json
-        """
-    )
-    succeeded(run_scheduler(project))
-    (step,) = load_summary(project)["steps"]
-    arguments = step_arguments(project)
-    words = [f"{key}={scheduler.render_value(value)}"
-             for key, value in scheduler.flatten_arguments(arguments)]
-    assert step["command"] == [sys.executable, str(project / "tasks" / "fate.py"), *words]
-    assert words == [  # as written by crude-link before argument_style existed
-        f"record={record}", "lr=0.1", "name='my run'", "flag=true", "none=null",
-        "items=[1,'x,y']", "opt.lr=0.01", "opt.deeper.depth=3", "text=\"it's\"", "big=.inf",
-        "interpolated=models/m.json",
-    ]
-    assert_same(load_json(record)["args"], arguments)
-
-
 # ── hydra: a real @hydra.main app ────────────────────────────────────────
+
 
 # Every key of tests/programs/hydra_app/config.yaml but `untouched`, with the values a
 # Hydra app's cfg must hold; `+new_key` adds a key the app's config lacks.
@@ -511,181 +562,8 @@ def test_args_come_right_after_the_script_before_the_arguments(
     assert step["command"] == [str(project / "tasks" / "positional.sh"), *received]
 
 
-# ── The scheduler's Python, for steps that are not Python ────────────────
-
-
-def test_a_shell_step_under_cron_finds_the_schedulers_python(
-    make_project: Any, tmp_path: Path
-) -> None:
-    record = tmp_path / "python.txt"
-    project = with_programs(make_project(
-        f"""\
-        steps:
-          - script: tasks/find_python.sh
-            env: {{TEST_RECORD: {record}}}
-          - script: tasks/fate.py
-            interpreter: python  # cron's PATH has none: the step's PATH finds this Python
-            arguments: {{record: {tmp_path / "fate.json"}}}
-        """
-    ))
-    home = tmp_path / "home"
-    home.mkdir()
-    result = run_scheduler(project, cwd=Path("/"), env=cron_env(home))
-    succeeded(result)
-    python = Path(sys.executable)
-    assert record.read_text(encoding="utf-8").splitlines() == [
-        str(python), str(python.parent), str(python.parent / "python")]
-    env = load_json(tmp_path / "fate.json")["env"]
-    assert env["CRUDE_LINK_PYTHON"] == sys.executable
-    (step,) = [s for s in load_summary(project)["steps"] if s["name"] == "fate"]
-    assert step["command"][0] == "python"
-
-
-def test_every_step_gets_crude_link_python_and_its_folder_first_on_path(
-    make_project: Any, tmp_path: Path
-) -> None:
-    record = tmp_path / "fate.json"
-    project = make_project(
-        f"""\
-        steps:
-          - script: tasks/fate.py
-            arguments: {{record: {record}}}
-        """,
-    )
-    probe = tmp_path / "path.txt"
-    (project / "tasks" / "path.sh").write_text(f'#!/bin/sh\necho "$PATH" > "{probe}"\n')
-    (project / "tasks" / "path.sh").chmod(0o755)
-    with (project / "config.yaml").open("a") as config:
-        config.write("  - script: tasks/path.sh\n")
-    env = scheduler_env(PATH="/usr/local/bin:/usr/bin:/bin")
-    succeeded(run_scheduler(project, env=env))
-    assert load_json(record)["env"]["CRUDE_LINK_PYTHON"] == sys.executable
-    path = probe.read_text(encoding="utf-8").strip().split(":")
-    assert path[0] == str(Path(sys.executable).parent)
-    assert path[1:] == ["/usr/local/bin", "/usr/bin", "/bin"]  # the caller's PATH after it
-
-
-# ── launcher and interpreter ─────────────────────────────────────────────
-
-
-def test_numbers_in_launcher_and_interpreter_lists_are_taken_as_text(
-    make_project: Any, tmp_path: Path
-) -> None:
-    record = tmp_path / "words.txt"
-    project = with_programs(make_project(
-        f"""\
-        scheduler: {{launcher: [nice, -n, 5]}}
-        steps:
-          - script: tasks/fate.py
-            launcher: [nice, -n, 10]
-            arguments: {{record: {tmp_path / "fate.json"}}}
-          - script: tasks/positional.sh
-            interpreter: [timeout, 30, sh]
-            env: {{TEST_RECORD: {record}}}
-            args: [x]
-        """
-    ))
-    succeeded(run_scheduler(project))
-    first, second = load_summary(project)["steps"]
-    assert first["command"][:4] == ["nice", "-n", "10", sys.executable]
-    assert second["command"] == ["nice", "-n", "5", "timeout", "30", "sh",
-                                 str(project / "tasks" / "positional.sh"), "x"]
-    assert (tmp_path / "fate.json").exists()
-    assert record.read_text(encoding="utf-8") == "x\n"
-
-
-def test_a_program_that_cannot_be_found_is_a_config_error_with_the_others(
-    make_project: Any,
-) -> None:
-    project = make_project(
-        """\
-        steps:
-          - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}
-          - {name: interp, script: tasks/fate.py, interpreter: no-such-interpreter-xyz}
-          - {name: launch, script: tasks/fate.py, launcher: [no-such-launcher-xyz, -n, 1]}
-          - {name: relpath, script: tasks/fate.py, interpreter: [./bin/no-such-path-xyz, -u]}
-          - {name: bad, script: tasks/fate.py, timeout: -1}
-        """
-    )
-    lines = rejected(project, run_scheduler(project))
-    found = [line_with(lines, "steps[1] (interp)", "interpreter", "no-such-interpreter-xyz"),
-             line_with(lines, "steps[2] (launch)", "launcher", "no-such-launcher-xyz"),
-             line_with(lines, "steps[3] (relpath)", "no-such-path-xyz"),
-             line_with(lines, "steps[4] (bad)", "timeout")]
-    assert len(set(found)) == 4
-    assert not any("steps[0]" in line for line in lines)
-
-
-def test_a_default_launcher_that_cannot_be_found_is_a_config_error(make_project: Any) -> None:
-    project = make_project(
-        """\
-        scheduler: {launcher: [no-such-default-launcher-xyz]}
-        steps:
-          - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}
-        """
-    )
-    lines = rejected(project, run_scheduler(project))
-    line_with(lines, "no-such-default-launcher-xyz")
-
-
-# ── Bad argument settings are config errors ──────────────────────────────
-
-
-@pytest.mark.parametrize("fmt", ["--{key} {value}", "{key.__class__}", "{key[0]}={value}",
-                                 "{0}={value}", "{other}={value}", "{key}={value!r}"])
-def test_an_argument_format_beyond_key_and_value_points_to_argument_style(
-    make_project: Any, fmt: str
-) -> None:
-    project = make_project(
-        f"""\
-        steps:
-          - {{name: good, script: tasks/fate.py, arguments: {{record: ran.json}}}}
-          - {{name: t, script: tasks/fate.py, argument_format: {json.dumps(fmt)},
-              arguments: {{a: 1}}}}
-        """
-    )
-    lines = rejected(project, run_scheduler(project))
-    line_with(lines, "steps[1] (t)", "argument_format", "argument_style")
-
-
-@pytest.mark.parametrize("config, parts", [
-    ("steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-     "  - {name: t, script: tasks/fate.py, argument_style: getopt}\n",
-     ["steps[1] (t)", "argument_style", "getopt", "omegaconf", "hydra", "argparse", "click"]),
-    ("scheduler: {argument_style: docopt}\n"
-     "steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n",
-     ["argument_style", "docopt"]),
-    ("steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-     "  - {name: t, script: tasks/fate.py, argument_style: argparse,"
-     " arguments: {items: [{a: 1}]}}\n",
-     ["steps[1] (t)", "items"]),
-    ("steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-     "  - {name: t, script: tasks/fate.py, argument_style: hydra,"
-     ' arguments: {text: "a\\0b"}}\n',
-     ["steps[1] (t)", "text"]),
-    ("steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-     "  - {name: t, script: tasks/fate.py, args: [a, [b]]}\n",
-     ["steps[1] (t)", "args"]),
-], ids=["unknown style", "unknown default style", "argparse list of mappings", "hydra NUL",
-        "args not words"])
-def test_argument_problems_are_config_errors(make_project: Any, config: str,
-                                             parts: List[str]) -> None:
-    project = make_project(config)
-    lines = rejected(project, run_scheduler(project))
-    line_with(lines, *parts)
-
-
-def test_an_unknown_default_style_on_the_command_line_is_a_config_error(
-    make_project: Any,
-) -> None:
-    project = make_project(
-        OPTIONS + "steps:\n  - {name: good, script: tasks/fate.py, arguments: {record: ran.json}}\n"
-    )
-    lines = rejected(project, run_scheduler(project, "scheduler.argument_style=shell"))
-    line_with(lines, "argument_style", "shell")
-
-
 # ── One argv everywhere: dry run, the step line, summary.json ────────────
+
 
 SAME_ARGUMENTS = ('{name: my run, quote: "it\'s \\"q\\"", lr: 0.1, flag: true, off: false, '
                   "none: null, tags: [a, b c], opt: {lr: 0.01}}")
@@ -740,12 +618,3 @@ def test_dry_run_step_line_and_summary_show_the_same_argv_for_every_style(
         shown = re.findall(rf"^▶ \[{index}/4\] {style}: (.*)$", real.stdout, re.MULTILINE)
         assert shown == [" ".join(["tasks/positional.sh", *after])], real.stdout
     assert len({tuple(command[1:]) for command in commands}) == 4  # four different styles
-
-
-def test_help_lists_the_new_step_keys_and_styles(make_project: Any) -> None:
-    project = make_project("steps:\n  - {script: tasks/fate.py}\n")
-    result = run_scheduler(project, "--help")
-    succeeded(result)
-    for word in ("argument_style", "args", "omegaconf", "hydra", "argparse", "click"):
-        assert re.search(rf"\b{word}\b", result.stdout), word
-

@@ -1,4 +1,8 @@
-"""End to end: failed steps, the failure policy, the dialog, exit codes (CONTRACT §4, §6, §7)."""
+"""End to end: a failed step, the failure policy and the dialog (README "When a step fails").
+
+The warning, on_failure ask / abort / continue, automatic retries before the policy, the
+dialog's answers on a real terminal (pexpect), what ends it, and colour.
+"""
 
 import re
 import subprocess
@@ -7,10 +11,10 @@ from typing import Any, List
 
 import pytest
 from conftest import (
+    ANSI,
     PROMPT,
     cron_env,
     finish,
-    load_json,
     load_summary,
     run_folder,
     run_scheduler,
@@ -22,7 +26,6 @@ from conftest import (
 
 pytestmark = pytest.mark.e2e
 
-ANSI = "\x1b["
 
 # A step that fails with exit code 3 (the first time only, with fail_times), then one that
 # records that it ran.
@@ -285,22 +288,12 @@ def test_end_of_input_or_ctrl_c_at_the_prompt_aborts(
     else:
         child.sendintr()
     assert finish(child) == exit_code
+    assert "Traceback" not in terminal_text(child)
     summary = load_summary(project)
     assert (summary["status"], summary["exit_code"]) == ("aborted", exit_code)
     assert step_statuses(summary) == ["failed", "not_run"]
     assert summary["steps"][0]["exit_code"] == 3
     assert not (project / "next.json").exists()
-
-
-def test_steps_do_not_read_the_terminal(make_project: Any, spawn_scheduler: Any) -> None:
-    project = make_project(
-        """\
-        steps:
-          - {script: tasks/fate.py, arguments: {record: record.json}}
-        """
-    )
-    assert finish(spawn_scheduler(project)) == 0
-    assert load_json(project / "record.json")["stdin_isatty"] is False
 
 
 # ── Colour ───────────────────────────────────────────────────────────────
