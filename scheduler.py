@@ -87,9 +87,13 @@ if __name__ == "__main__":
 
 import hydra  # noqa: E402
 import yaml  # noqa: E402 - PyYAML: omegaconf imports it anyway
+from hydra._internal.core_plugins.file_config_source import FileConfigSource  # noqa: E402
+from hydra.core.config_search_path import ConfigSearchPath  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.plugins import Plugins  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
+from hydra.plugins.search_path_plugin import SearchPathPlugin  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, read_write  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
@@ -3226,12 +3230,85 @@ def help_text() -> str:
     ])
 
 
-def register_help() -> str:
-    """Store crude-link's help as a Hydra help config; return the override selecting it."""
-    ConfigStore.instance().store(group="hydra/help", name="crude_link", node={
+# Hydra's own --hydra-help, and the config groups of the app, which it leaves out.
+HYDRA_HELP_TEMPLATE = """Hydra (${hydra.runtime.version})
+See https://hydra.cc for more info.
+
+== Flags ==
+$FLAGS_HELP
+
+== Configuration groups ==
+Compose your configuration from those groups (For example, append \
+hydra/job_logging=disabled to command line)
+
+$HYDRA_CONFIG_GROUPS
+
+== The app's configuration groups ==
+Folders of YAML files beside config.yaml (choose one with GROUP=OPTION, e.g. db=mysql)
+
+$APP_CONFIG_GROUPS
+
+Use '--cfg hydra' to Show the Hydra config.
+"""
+
+
+def register_help() -> List[str]:
+    """Store crude-link's help and Hydra's as Hydra help configs; return the overrides."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/help", name="crude_link", node={
         "app_name": "crude-link", "header": "", "footer": "",
         "template": help_text().replace("$", "$$")})
-    return "hydra/help=crude_link"
+    store.store(group="hydra/hydra_help", name="crude_link",
+                node={"template": HYDRA_HELP_TEMPLATE})
+    return ["hydra/help=crude_link", "hydra/hydra_help=crude_link"]
+
+
+# crude-link's own folders beside config.yaml: thousands of run folders, no config group.
+RUN_FOLDERS = frozenset(["outputs", "multirun"])
+
+# A folder holding one of these is a virtual environment (venv, conda) or a run folder.
+NOT_CONFIG_MARKERS = ("pyvenv.cfg", "conda-meta", "summary.json")
+
+
+class ProjectConfigSource(FileConfigSource):
+    """The folder of config.yaml as Hydra's config source, less what holds no config group.
+
+    Hydra takes every folder under its config folder for a config group, and lists them all,
+    at any depth, for --help and --hydra-help: in a project folder that is a .venv, outputs/
+    and multirun/ (minutes, with thousands of run folders). Not groups here: hidden folders
+    (no override can name them), outputs/ and multirun/ beside config.yaml, virtual
+    environments and run folders. Any other folder (db/ of YAML files, say) still is one.
+    """
+
+    @staticmethod
+    def scheme() -> str:
+        return "crude-link"
+
+    def is_group(self, config_path: str) -> bool:
+        parts = [part for part in config_path.replace(os.sep, "/").split("/") if part]
+        hidden = any(part.startswith(".") for part in parts)
+        if hidden or len(parts) == 1 and parts[0] in RUN_FOLDERS:
+            return False
+        folder = os.path.join(self.path, config_path)
+        return super().is_group(config_path) and not (parts and any(
+            os.path.lexists(os.path.join(folder, marker)) for marker in NOT_CONFIG_MARKERS))
+
+
+class ProjectSearchPath(SearchPathPlugin):
+    """Read the app's config folder through ProjectConfigSource instead of Hydra's own."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for element in search_path.get_path():
+            plain = element.path[len("file://"):] if element.path.startswith("file://") \
+                else element.path
+            if element.provider == "main" and "://" not in plain:
+                element.path = f"{ProjectConfigSource.scheme()}://{plain}"
+
+
+def register_config_source() -> None:
+    """Make Hydra read config.yaml's folder through ProjectConfigSource (in this process)."""
+    Plugins.instance().register(ProjectConfigSource)
+    Plugins.instance().register(ProjectSearchPath)
 
 
 def default_overrides(argv: Sequence[str], root: Path, pid: int,
@@ -3285,7 +3362,8 @@ def _main(argv: List[str]) -> int:
     except SystemExit as refused:
         return int(refused.code or 0)
     ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
-    sys.argv[1:] = with_overrides(argv, [register_help(), *ours])
+    register_config_source()
+    sys.argv[1:] = with_overrides(argv, [*register_help(), *ours])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
     sys.stderr = held = HeldErrorReport(sys.stderr)
