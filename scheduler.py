@@ -3355,6 +3355,32 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     return argv + extra
 
 
+def configured_options(text: Optional[str]) -> List[str]:
+    """Return the keys of the primary config's scheduler: mapping, as its text has them."""
+    if text is None or not re.search(r"^scheduler\s*:", text, re.MULTILINE):
+        return []
+    with contextlib.suppress(yaml.YAMLError, AttributeError):  # scheduler: 3 is reported later
+        return [str(key) for key in (yaml.safe_load(text) or {}).get("scheduler") or {}]
+    return []
+
+
+def with_option_overrides(argv: List[str], configured: Sequence[str]) -> List[str]:
+    """Return argv with `++` before each scheduler.KEY=VALUE override of a key not configured.
+
+    Hydra sets only keys its config has, unless told to add one (`+`, `++`): in a config with
+    no scheduler: mapping, or part of one, scheduler.dry_run=true would be its error. Keys the
+    config has are left as typed; an unknown key is crude-link's error (did you mean ...?).
+    """
+    loosened, after_flag = [], False
+    for arg in argv:
+        match = re.match(r"scheduler\.([^.=]+)[^=]*=", arg)
+        if match and not after_flag and match.group(1) not in configured:
+            arg = "++" + arg
+        loosened.append(arg)
+        after_flag = arg in _VALUE_FLAGS
+    return loosened
+
+
 def _main(argv: List[str]) -> int:
     """Run crude-link with this command line (without the program name); return the exit code."""
     try:
@@ -3363,7 +3389,8 @@ def _main(argv: List[str]) -> int:
         return int(refused.code or 0)
     ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
     register_config_source()
-    sys.argv[1:] = with_overrides(argv, [*register_help(), *ours])
+    sys.argv[1:] = with_overrides(with_option_overrides(argv, configured_options(text)),
+                                  [*register_help(), *ours])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
     sys.stderr = held = HeldErrorReport(sys.stderr)
