@@ -1813,6 +1813,7 @@ class Attempt:
     timed_out: bool
     duration: float
     tail: bytes
+    killed: bool = False  # still running kill_grace after SIGTERM: SIGKILL was sent
 
 
 class Terminal:
@@ -1968,7 +1969,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
     if schedule.timed_out:
         code = EXIT_TIMEOUT
-    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail)
+    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail,
+                   schedule.killed_at is not None)
 
 
 def _open_pidfd(pid: int) -> Optional[int]:
@@ -2009,6 +2011,7 @@ def ask_what_next(ask: Callable[[str], str] = input) -> str:
             reply = ask(prompt)
         except EOFError:
             print_newline()
+            print("end of input at the prompt: aborting", flush=True)
             return "abort"
         choice = parse_choice(reply)
         if choice:
@@ -2132,6 +2135,7 @@ class RunRecord:
             entry["started"] = now_iso()
         entry.update(status=RUNNING, attempts=entry["attempts"] + 1, exit_code=None,
                      finished=None)
+        entry.pop("skipped_at_dialog", None)  # rerun with the pipeline: skipped no more
         self.write(planned.index)
 
     def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str) -> None:
@@ -2140,6 +2144,11 @@ class RunRecord:
         duration = (entry["duration_s"] or 0.0) + attempt.duration
         entry.update(status=status, exit_code=attempt.exit_code, finished=now_iso(),
                      duration_s=round(duration, 3))
+        self.write(planned.index)
+
+    def skip_at_dialog(self, planned: PlannedStep) -> None:
+        """Record that the user chose to skip this failed step: its status stays failed."""
+        self.step(planned)["skipped_at_dialog"] = True
         self.write(planned.index)
 
     def finish(self, status: str, exit_code: int) -> None:
@@ -2209,7 +2218,9 @@ def format_duration(seconds: Optional[float]) -> str:
 def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
     """Return the final table: one row per step with status, attempts, duration, log."""
     header = ["#", "step", "status", "attempts", "duration", "log"]
-    rows = [[str(s["index"]), s["name"], s["status"], str(s["attempts"]),
+    rows = [[str(s["index"]), s["name"],
+             s["status"] + (" (skipped)" if s.get("skipped_at_dialog") else ""),
+             str(s["attempts"]),
              format_duration(s["duration_s"]), s["log"] if s["attempts"] else "-"]
             for s in steps]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -2287,9 +2298,11 @@ def _ends_with_newline(fd: int) -> bool:
 def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) -> None:
     """Print the highlighted failure warning: step, how it ended, duration, log, last lines."""
     pipeline.terminal.reveal()  # quiet runs show everything once something fails
+    after = "; stopped after" if attempt.timed_out else " after"  # two "after"s read badly
     lines = [
         f"✗ step {planned.index} '{planned.name}' failed: "
-        f"{describe_exit(attempt, planned.step.timeout)} after {format_duration(attempt.duration)}",
+        f"{describe_exit(attempt, planned.step.timeout)}{after} "
+        f"{format_duration(attempt.duration)}",
         f"  log: {pipeline.run_dir / planned.log_name}",
     ]
     output = last_lines(attempt.tail)
@@ -2333,6 +2346,11 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep) -> Att
             sinks = Sinks(log_file.fileno(), pipeline.terminal, announce)
             policy = StopPolicy(step.timeout, pipeline.options.kill_grace, pipeline.stop)
             attempt = run_attempt(planned.command, pipeline.root, env, sinks, policy)
+            if attempt.killed:
+                killed = (f"step {planned.index} '{planned.name}' was still running "
+                          f"{policy.kill_grace:g}s after SIGTERM (kill_grace): sent SIGKILL")
+                write_all(log_file.fileno(), f"=== crude-link: {killed}\n".encode())
+                log.warning(killed)
             status = (SUCCEEDED if attempt.exit_code == 0 else
                       TIMED_OUT if attempt.timed_out else FAILED)
             if pipeline.stop.signum is not None and status != SUCCEEDED:
@@ -2391,6 +2409,8 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
                 position = 0
                 continue
             if choice == "skip":
+                if pipeline.interactive and pipeline.options.on_failure == "ask":
+                    record.skip_at_dialog(planned)
                 position += 1
                 continue
             run_status = ABORTED if choice == "abort" else FAILED
