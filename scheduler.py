@@ -3347,6 +3347,20 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int,
     return overrides
 
 
+def printed_output_dir(argv: Sequence[str], ours: Sequence[str]) -> List[str]:
+    """Return an override giving --cfg the run folder a run would have, for --resolve.
+
+    Hydra sets hydra.runtime.output_dir only for a job it runs: `--cfg job --resolve` printed
+    None/... for `${hydra:runtime.output_dir}/...`. A folder the user set, crude-link cannot
+    foresee (it may name the job, say): a placeholder then.
+    """
+    if not {"--cfg", "-c"} & set(argv):
+        return []
+    folder = next((override.split("=", 1)[1] for override in ours
+                   if override.startswith("hydra.run.dir=")), "'<the run folder>'")
+    return [f"hydra.runtime.output_dir={folder}"]
+
+
 # Hydra's flags that take a value; its --info takes one optionally.
 _VALUE_FLAGS = frozenset(["--cfg", "-c", "--package", "-p", "--config-path", "-cp",
                           "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"])
@@ -3410,7 +3424,7 @@ def _main(argv: List[str]) -> int:
     ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
     register_config_source()
     sys.argv[1:] = with_overrides(with_option_overrides(argv, configured_options(text)),
-                                  [*register_help(), *ours])
+                                  [*register_help(), *ours, *printed_output_dir(argv, ours)])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
     sys.stderr = held = HeldErrorReport(sys.stderr)
