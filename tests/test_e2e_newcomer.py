@@ -2,6 +2,7 @@
 end of input and skip, how a timeout and a SIGKILL read."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -134,3 +135,27 @@ def test_no_sigkill_is_logged_when_sigterm_was_enough(make_project: Callable[...
     folder = run_folder(project)
     assert "SIGKILL" not in (folder / "01-stubborn.log").read_text()
     assert "SIGKILL" not in (folder / "scheduler.log").read_text()
+
+
+OUTPUT_DIR = """\
+steps:
+  - {name: first, script: tasks/fate.py, arguments: {out: "${hydra:runtime.output_dir}/out.csv"}}
+"""
+
+
+def test_cfg_job_resolve_shows_the_run_folder(make_project: Callable[..., Path]) -> None:
+    project = make_project(OUTPUT_DIR)
+    result = run_scheduler(project, "--cfg", "job", "--resolve")
+    assert result.returncode == 0, result.stderr
+    assert "None/" not in result.stdout
+    assert re.search(rf"out: {re.escape(str(project))}/outputs/\d{{4}}-\d\d-\d\d/"
+                     rf"\d\d-\d\d-\d\d-\d+/out.csv", result.stdout), result.stdout
+    assert not (project / "outputs").exists() or not any((project / "outputs").rglob("*.log"))
+
+
+def test_cfg_job_resolve_with_a_run_folder_of_ones_own(
+        make_project: Callable[..., Path], tmp_path: Path) -> None:
+    project = make_project(OUTPUT_DIR)
+    result = run_scheduler(project, "--cfg", "job", "--resolve", f"hydra.run.dir={tmp_path}/r")
+    assert result.returncode == 0, result.stderr
+    assert "out: <the run folder>/out.csv" in result.stdout
