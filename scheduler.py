@@ -9,7 +9,8 @@ the run folder always tells the state of the run. README.md is the user's guide.
 
 Sections, in the order one run meets them (the function to read first):
   Constants
-  Schema                                   Step, SchedulerOptions, PlannedStep
+  Schema                                   Step, SchedulerOptions, Notify
+  Schema: planned steps and plain values   PlannedStep, normalize_program
   Reading the config: its file             check_config_file (before Hydra: compose_yaml)
   Reading the config: its shape and size   shape_problems
   Reading the config: resolving, naming    resolve_section, derive_names
@@ -21,7 +22,8 @@ Sections, in the order one run meets them (the function to read first):
   Checks: a step                           check_step
   Checks: the schedule                     check_schedule
   Checks: notifications                    check_notify, check_url
-  Checks: options and the whole config     check_config
+  Checks: options                          check_options
+  Checks: the whole config                 check_config
   Planning: commands and environment      build_command, step_env, plan_steps
   Planning: the run                        plan_run -> RunPlan, load_config
   Stopping a step: when the scheduler dies Watchdog
@@ -32,7 +34,8 @@ Sections, in the order one run meets them (the function to read first):
   Running a step: the attempt              run_attempt
   Failure dialog (I/O)                     ask_what_next
   Cost and summary.md (pure)               add_attempt_cost, summary_markdown
-  Run record                               RunRecord (summary.json, summary.md)
+  Run record: writing files                write_bytes_atomic
+  Run record: summary.json                 RunRecord (summary.json, summary.md)
   Messages                                 Console, summary_table, print_problems
   Notifications: what is sent (pure)       run_outcome, ping_body, webhook_payload
   Notifications: the metrics file (pure)   metrics_text
@@ -56,7 +59,9 @@ Sections, in the order one run meets them (the function to read first):
   The sweep watch                          SweepWatch
   Notifications: the sweep's               report_sweep (the sweep told once)
   A sweep, from the launching process      run_multirun
-  Command line                             _main(argv), help_text, default_overrides
+  Command line                             help_text, register_help
+  Command line: where Hydra looks          ProjectConfigSource (skips venvs, run folders)
+  Command line: Hydra's argv, and _main    _main(argv), default_overrides, with_overrides
 """
 
 import contextlib
@@ -107,9 +112,13 @@ if __name__ == "__main__":
 
 import hydra  # noqa: E402
 import yaml  # noqa: E402 - PyYAML: omegaconf imports it anyway
+from hydra._internal.core_plugins.file_config_source import FileConfigSource  # noqa: E402
+from hydra.core.config_search_path import ConfigSearchPath  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.plugins import Plugins  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
+from hydra.plugins.search_path_plugin import SearchPathPlugin  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, read_write  # noqa: E402
 from omegaconf import __version__ as omegaconf_version  # noqa: E402
@@ -281,6 +290,8 @@ STEP_KEYS = frozenset(f.name for f in fields(Step))
 OPTION_KEYS = frozenset(f.name for f in fields(SchedulerOptions))
 NOTIFY_KEYS = frozenset(f.name for f in fields(Notify))
 
+
+# ── Schema: planned steps and plain values ───────────────────────────────
 
 @dataclass
 class PlannedStep:
@@ -1305,7 +1316,7 @@ def check_url(url: Any) -> Optional[str]:
     return None if parts.scheme.lower() in ("http", "https") and parts.hostname else bad
 
 
-# ── Checks: options and the whole config ─────────────────────────────────
+# ── Checks: options ──────────────────────────────────────────────────────
 
 KEEP_KEYS = ("runs", "days")  # scheduler.keep's
 
@@ -1410,6 +1421,8 @@ def check_history_options(raw: Any, root: Path) -> List[str]:
                             f"e.g. scheduler.report=outputs/report.html")
     return problems
 
+
+# ── Checks: the whole config ─────────────────────────────────────────────
 
 TOP_LEVEL_KEYS = ("steps", "scheduler", "default")  # and Hydra's own hydra: and defaults:
 
@@ -2064,6 +2077,7 @@ class Attempt:
     cpu_system_s: Optional[float] = None
     max_rss_kb: Optional[int] = None
     rss_floor_kb: Optional[int] = None  # the scheduler's own peak then: see add_attempt_cost
+    killed: bool = False  # still running kill_grace after SIGTERM: SIGKILL was sent
 
 
 class Terminal:
@@ -2252,7 +2266,8 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     code = EXIT_SIGNAL_BASE - code if code < 0 else code
     if schedule.timed_out:
         code = EXIT_TIMEOUT
-    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail, **cost)
+    return Attempt(code, schedule.timed_out, time.monotonic() - started, tail,
+                   killed=schedule.killed_at is not None, **cost)
 
 
 def _open_pidfd(pid: int) -> Optional[int]:
@@ -2293,6 +2308,7 @@ def ask_what_next(ask: Callable[[str], str] = input) -> str:
             reply = ask(prompt)
         except EOFError:
             print_newline()
+            print("end of input at the prompt: aborting", flush=True)
             return "abort"
         choice = parse_choice(reply)
         if choice:
@@ -2461,7 +2477,7 @@ def summary_markdown(summary: Mapping[str, Any], title: str,
     return "\n".join(lines) + "\n"
 
 
-# ── Run record ───────────────────────────────────────────────────────────
+# ── Run record: writing files ────────────────────────────────────────────
 
 def now_iso() -> str:
     """Return the local time as an ISO 8601 string with its UTC offset."""
@@ -2527,6 +2543,8 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+# ── Run record: summary.json ─────────────────────────────────────────────
+
 class RunRecord:
     """summary.json: the run and every step of the config, rewritten on each change.
 
@@ -2577,6 +2595,7 @@ class RunRecord:
             entry["started"] = now_iso()
         entry.update(status=RUNNING, attempts=entry["attempts"] + 1, exit_code=None,
                      finished=None)
+        entry.pop("skipped_at_dialog", None)  # rerun with the pipeline: skipped no more
         self._encode(planned.index)
 
     def end_attempt(self, planned: PlannedStep, attempt: Attempt, status: str,
@@ -2608,6 +2627,12 @@ class RunRecord:
             self.data["steps"][index - 1] = before
             self._encode(index)
             self._early = None
+
+    def skip_at_dialog(self, planned: PlannedStep) -> None:
+        """Record that the user chose to skip this failed step: its status stays failed."""
+        self.step(planned)["skipped_at_dialog"] = True
+        self._encode(planned.index)
+        self.write()
 
     def finish(self, status: str, exit_code: int) -> None:
         self._undo_early_start()
@@ -2677,8 +2702,9 @@ class Console:
 def summary_table(steps: List[Dict[str, Any]]) -> List[str]:
     """Return the final table: one row per step with status, attempts, duration, memory, log."""
     header = ["#", "step", "status", "attempts", "duration", "peak mem", "log"]
-    rows = [[str(s["index"]), s["name"], s["status"], str(s["attempts"]),
-             format_duration(s["duration_s"]), format_peak(s),
+    rows = [[str(s["index"]), s["name"],
+             s["status"] + (" (skipped)" if s.get("skipped_at_dialog") else ""),
+             str(s["attempts"]), format_duration(s["duration_s"]), format_peak(s),
              s["log"] if s["attempts"] else "-"]
             for s in steps]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -2981,9 +3007,11 @@ def _ends_with_newline(fd: int) -> bool:
 def print_failure(pipeline: Pipeline, planned: PlannedStep, attempt: Attempt) -> None:
     """Print the highlighted failure warning: step, how it ended, duration, log, last lines."""
     pipeline.terminal.reveal()  # quiet runs show everything once something fails
+    after = "; stopped after" if attempt.timed_out else " after"  # two "after"s read badly
     lines = [
         f"✗ step {planned.index} '{planned.name}' failed: "
-        f"{describe_exit(attempt, planned.step.timeout)} after {format_duration(attempt.duration)}",
+        f"{describe_exit(attempt, planned.step.timeout)}{after} "
+        f"{format_duration(attempt.duration)}",
         f"  log: {pipeline.run_dir / planned.log_name}",
     ]
     output = last_lines(attempt.tail)
@@ -3032,6 +3060,11 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep,
             sinks = Sinks(log_file.fileno(), pipeline.terminal, announce)
             policy = StopPolicy(step.timeout, pipeline.options.kill_grace, pipeline.stop)
             attempt = run_attempt(planned.command, pipeline.root, env, sinks, policy)
+            if attempt.killed:
+                killed = (f"step {planned.index} '{planned.name}' was still running "
+                          f"{policy.kill_grace:g}s after SIGTERM (kill_grace): sent SIGKILL")
+                write_all(log_file.fileno(), f"=== crude-link: {killed}\n".encode())
+                log.warning(killed)
             status = (SUCCEEDED if attempt.exit_code == 0 else
                       TIMED_OUT if attempt.timed_out else FAILED)
             if pipeline.stop.signum is not None and status != SUCCEEDED:
@@ -3093,6 +3126,8 @@ def run_pipeline(pipeline: Pipeline, record: RunRecord, plan: List[PlannedStep])
                 position = 0
                 continue
             if choice == "skip":
+                if pipeline.interactive and pipeline.options.on_failure == "ask":
+                    record.skip_at_dialog(planned)
                 position += 1
                 continue
             run_status = ABORTED if choice == "abort" else FAILED
@@ -4900,7 +4935,7 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
     return outcome
 
 
-# ── A sweep, from the launching process ───────────────────────────────────
+# ── A sweep, from the launching process ──────────────────────────────────
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
@@ -4991,13 +5026,90 @@ def help_text() -> str:
     ])
 
 
-def register_help() -> str:
-    """Store crude-link's help as a Hydra help config; return the override selecting it."""
-    ConfigStore.instance().store(group="hydra/help", name="crude_link", node={
+# Hydra's own --hydra-help, and the config groups of the app, which it leaves out.
+HYDRA_HELP_TEMPLATE = """Hydra (${hydra.runtime.version})
+See https://hydra.cc for more info.
+
+== Flags ==
+$FLAGS_HELP
+
+== Configuration groups ==
+Compose your configuration from those groups (For example, append \
+hydra/job_logging=disabled to command line)
+
+$HYDRA_CONFIG_GROUPS
+
+== The app's configuration groups ==
+Folders of YAML files beside config.yaml (choose one with GROUP=OPTION, e.g. db=mysql)
+
+$APP_CONFIG_GROUPS
+
+Use '--cfg hydra' to Show the Hydra config.
+"""
+
+
+def register_help() -> List[str]:
+    """Store crude-link's help and Hydra's as Hydra help configs; return the overrides."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/help", name="crude_link", node={
         "app_name": "crude-link", "header": "", "footer": "",
         "template": help_text().replace("$", "$$")})
-    return "hydra/help=crude_link"
+    store.store(group="hydra/hydra_help", name="crude_link",
+                node={"template": HYDRA_HELP_TEMPLATE})
+    return ["hydra/help=crude_link", "hydra/hydra_help=crude_link"]
 
+
+# crude-link's own folders beside config.yaml: thousands of run folders, no config group.
+# ── Command line: where Hydra looks for configs ──────────────────────────
+
+RUN_FOLDERS = frozenset(["outputs", "multirun"])
+
+# A folder holding one of these is a virtual environment (venv, conda) or a run folder.
+NOT_CONFIG_MARKERS = ("pyvenv.cfg", "conda-meta", "summary.json")
+
+
+class ProjectConfigSource(FileConfigSource):
+    """The folder of config.yaml as Hydra's config source, less what holds no config group.
+
+    Hydra takes every folder under its config folder for a config group, and lists them all,
+    at any depth, for --help and --hydra-help: in a project folder that is a .venv, outputs/
+    and multirun/ (minutes, with thousands of run folders). Not groups here: hidden folders
+    (no override can name them), outputs/ and multirun/ beside config.yaml, virtual
+    environments and run folders. Any other folder (db/ of YAML files, say) still is one.
+    """
+
+    @staticmethod
+    def scheme() -> str:
+        return "crude-link"
+
+    def is_group(self, config_path: str) -> bool:
+        parts = [part for part in config_path.replace(os.sep, "/").split("/") if part]
+        hidden = any(part.startswith(".") for part in parts)
+        if hidden or len(parts) == 1 and parts[0] in RUN_FOLDERS:
+            return False
+        folder = os.path.join(self.path, config_path)
+        return super().is_group(config_path) and not (parts and any(
+            os.path.lexists(os.path.join(folder, marker)) for marker in NOT_CONFIG_MARKERS))
+
+
+class ProjectSearchPath(SearchPathPlugin):
+    """Read the app's config folder through ProjectConfigSource instead of Hydra's own."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for element in search_path.get_path():
+            plain = element.path[len("file://"):] if element.path.startswith("file://") \
+                else element.path
+            if element.provider == "main" and "://" not in plain:
+                element.path = f"{ProjectConfigSource.scheme()}://{plain}"
+
+
+def register_config_source() -> None:
+    """Make Hydra read config.yaml's folder through ProjectConfigSource (in this process)."""
+    Plugins.instance().register(ProjectConfigSource)
+    Plugins.instance().register(ProjectSearchPath)
+
+
+# ── Command line: Hydra's argv, and _main ────────────────────────────────
 
 def default_overrides(argv: Sequence[str], root: Path, pid: int,
                       configured: Sequence[str] = ()) -> List[str]:
@@ -5013,6 +5125,20 @@ def default_overrides(argv: Sequence[str], root: Path, pid: int,
                                              for arg in argv):
             overrides.append(f"{key}='{quoted_root}/{folder}/{stamp}'")
     return overrides
+
+
+def printed_output_dir(argv: Sequence[str], ours: Sequence[str]) -> List[str]:
+    """Return an override giving --cfg the run folder a run would have, for --resolve.
+
+    Hydra sets hydra.runtime.output_dir only for a job it runs: `--cfg job --resolve` printed
+    None/... for `${hydra:runtime.output_dir}/...`. A folder the user set, crude-link cannot
+    foresee (it may name the job, say): a placeholder then.
+    """
+    if not {"--cfg", "-c"} & set(argv):
+        return []
+    folder = next((override.split("=", 1)[1] for override in ours
+                   if override.startswith("hydra.run.dir=")), "'<the run folder>'")
+    return [f"hydra.runtime.output_dir={folder}"]
 
 
 # Hydra's flags that take a value; its --info takes one optionally.
@@ -5043,6 +5169,32 @@ def with_overrides(argv: List[str], extra: List[str]) -> List[str]:
     return argv + extra
 
 
+def configured_options(text: Optional[str]) -> List[str]:
+    """Return the keys of the primary config's scheduler: mapping, as its text has them."""
+    if text is None or not re.search(r"^scheduler\s*:", text, re.MULTILINE):
+        return []
+    with contextlib.suppress(yaml.YAMLError, AttributeError):  # scheduler: 3 is reported later
+        return [str(key) for key in (yaml.safe_load(text) or {}).get("scheduler") or {}]
+    return []
+
+
+def with_option_overrides(argv: List[str], configured: Sequence[str]) -> List[str]:
+    """Return argv with `++` before each scheduler.KEY=VALUE override of a key not configured.
+
+    Hydra sets only keys its config has, unless told to add one (`+`, `++`): in a config with
+    no scheduler: mapping, or part of one, scheduler.dry_run=true would be its error. Keys the
+    config has are left as typed; an unknown key is crude-link's error (did you mean ...?).
+    """
+    loosened, after_flag = [], False
+    for arg in argv:
+        match = re.match(r"scheduler\.([^.=]+)[^=]*=", arg)
+        if match and not after_flag and match.group(1) not in configured:
+            arg = "++" + arg
+        loosened.append(arg)
+        after_flag = arg in _VALUE_FLAGS
+    return loosened
+
+
 def _main(argv: List[str]) -> int:
     """Run crude-link with this command line (without the program name); return the exit code."""
     try:
@@ -5050,7 +5202,9 @@ def _main(argv: List[str]) -> int:
     except SystemExit as refused:
         return int(refused.code or 0)
     ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
-    sys.argv[1:] = with_overrides(argv, [register_help(), *ours])
+    register_config_source()
+    sys.argv[1:] = with_overrides(with_option_overrides(argv, configured_options(text)),
+                                  [*register_help(), *ours, *printed_output_dir(argv, ours)])
     gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
     gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
     sys.stderr = held = HeldErrorReport(sys.stderr)

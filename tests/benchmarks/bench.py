@@ -16,6 +16,9 @@ run with this venv's python. The runners:
 
 Then one step writing 256 MiB to stdout, through crude-link (terminal side to /dev/null, plus
 its log file) against a shell redirect and a bare Python tee; and crude-link's own peak RSS.
+And `--help`, `--hydra-help`, `--info` against a dry run of the same config, in a project
+folder as a year of use leaves it: 5,000 run folders under outputs/, a .venv of a few thousand
+files (`--only help` measures just that).
 
 Absolute times drift (±20% here), so only ratios within one run count: every round runs
 every job once, in a shuffled order, and the tables show medians over the rounds, in wall
@@ -26,6 +29,7 @@ Map of this file:
     Job, Peers, find_peers   one timed command; where the peers' programs are
     fixture templates        the scripts the runners execute, written into the temp dir
     *_job functions          write one runner's files for one (flavour, N); return its Job
+    help_jobs                help flags and a dry run in a cluttered project: <tmp>/help/
     build_jobs               the temp tree: <tmp>/<flavour>/N<n>/<runner>/
     run_benchmark            warm-up, then R interleaved rounds within the time budget
     measure_rss              the scheduler's own peak RSS (and why wait4 alone is not enough)
@@ -66,6 +70,10 @@ JOB_TIMEOUT = 600.0  # seconds; far above any runner's N = 100, it only guards a
 RSS_RUNS = 2  # peak RSS barely moves between runs; the max of two is enough (quick: 1)
 RSS_RESERVE = 30.0  # seconds of the budget kept for measure_rss and the report
 FAT_STEP_MIB = 200  # the RSS check: a step this big must not show in the scheduler's peak
+HELP_RUNS = 5000  # run folders under the help case's outputs/
+HELP_VENV_FILES = 3000  # files in its .venv (a small venv: numpy alone has ~1,000)
+HELP_FLAGS = ("--help", "--hydra-help", "--info")
+DRY_RUN_CELL = "dry run"
 
 FLOORS = ("bash &&", "python loop", "hydra app")
 PEERS = ("make", "doit", "snakemake", "luigi", "dvc")
@@ -78,6 +86,7 @@ STARTUP_LIMIT = 1.10  # crude-link t1 / Hydra app t1, /bin/true
 PER_STEP_SLACK_MS = 1.5  # crude-link per step <= Python loop per step + this
 STREAM_LIMIT = 1.15  # crude-link 256 MiB / Python tee 256 MiB
 RSS_LIMIT_MB = 40.0  # the scheduler's own peak, MB = 10**6 bytes
+HELP_LIMIT = 1.10  # each help flag / a dry run, in the cluttered project (1.10: the noise)
 
 
 # ── Settings ─────────────────────────────────────────────────────────────
@@ -95,6 +104,7 @@ class Settings:
     keep: bool
     seed: int
     command: str
+    only: Optional[str]  # "help": the help case alone
 
 
 def parse_args(argv: List[str]) -> Settings:
@@ -113,6 +123,7 @@ def parse_args(argv: List[str]) -> Settings:
     parser.add_argument("--repeats", type=int, help="measured repeats (default: fit the budget)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (its path is shown)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-repeat job order")
+    parser.add_argument("--only", choices=["help"], help="measure this case alone")
     args = parser.parse_args(argv)
     return Settings(
         quick=args.quick,
@@ -125,6 +136,7 @@ def parse_args(argv: List[str]) -> Settings:
         keep=args.keep,
         seed=args.seed,
         command=shlex.join(["python", "tests/benchmarks/bench.py", *argv]),
+        only=args.only,
     )
 
 
@@ -534,8 +546,36 @@ def stream_jobs(tree: Tree) -> List[Job]:
     ]
 
 
-def build_jobs(tree: Tree) -> List[Job]:
+def help_jobs(tree: Tree) -> List[Job]:
+    """Each help flag and a dry run, in a project with HELP_RUNS runs and a .venv."""
+    folder = tree.root / "help"
+    for number in range(HELP_RUNS):  # as crude-link leaves them: .hydra/, logs, summary
+        run = folder / "outputs" / f"2024-{1 + number // 1000:02d}-01" / f"10-00-00-{number}"
+        (run / ".hydra").mkdir(parents=True)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (run / ".hydra" / name).write_text("a: 1\n", encoding="utf-8")
+        for name in ("summary.json", "scheduler.log", "01-true.log"):
+            (run / name).write_text("\n", encoding="utf-8")
+    venv = folder / ".venv"
+    for number in range(HELP_VENV_FILES):
+        package = venv / "lib" / "site-packages" / f"pkg{number // 100}" / f"sub{number // 10}"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / f"module{number}.py").write_text("\n", encoding="utf-8")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n", encoding="utf-8")
+    write_config(folder, ["/bin/true"])
+    tree.copy_scheduler(folder)
+    dry = folder / "dry-run"  # its own run folder: outputs/ stays as it was
+    jobs = [Job("crude-link", DRY_RUN_CELL,
+                [PYTHON, "scheduler.py", "scheduler.dry_run=true", f"hydra.run.dir={dry}"],
+                folder, cleanup=[dry])]
+    return jobs + [Job("crude-link", flag, [PYTHON, "scheduler.py", flag], folder)
+                   for flag in HELP_FLAGS]
+
+
+def build_jobs(tree: Tree, only: Optional[str] = None) -> List[Job]:
     """Write every fixture under tree.root; return every job, skipped peers left out."""
+    if only == "help":
+        return help_jobs(tree)
     tree.noop.write_text(NOOP_PY, encoding="utf-8")
     tree.writer.write_text(fill(WRITER_PY, MIB=STREAM_MIB), encoding="utf-8")
     (tree.root / "rss-hook").mkdir()
@@ -550,7 +590,7 @@ def build_jobs(tree: Tree) -> List[Job]:
                 folder = tree.root / kind / f"N{n}" / runner.replace(" ", "-")
                 folder.mkdir(parents=True)
                 jobs.append(make(tree, folder, flavour, n))
-    return jobs + stream_jobs(tree)
+    return jobs + stream_jobs(tree) + help_jobs(tree)
 
 
 # ── Harness ──────────────────────────────────────────────────────────────
@@ -638,7 +678,8 @@ def run_benchmark(jobs: List[Job], settings: Settings, started: float) -> int:
     set-up, at a fraction of the time.
     """
     rng = random.Random(settings.seed)
-    short = [job for job in jobs if job.cell.endswith(" N=1") or job.cell == STREAM_CELL]
+    short = [job for job in jobs if job.cell.endswith(" N=1")
+             or job.cell in (STREAM_CELL, DRY_RUN_CELL, *HELP_FLAGS)]
     warming = short if settings.quick else jobs
     warm = run_round(warming, rng, record=False)
     planned = choose_repeats(settings, time.perf_counter() - started, warm)
@@ -835,6 +876,22 @@ def net_stream_ms(results: Results, runner: str) -> Optional[float]:
     return None if total is None or startup is None else total - startup
 
 
+def help_table(wall: Results, cpu: Results) -> List[str]:
+    rows = [
+        f"| {HELP_RUNS:,} runs in outputs/, {HELP_VENV_FILES:,} files in .venv | wall, median "
+        "(ms) | min–max (ms) | / dry run | CPU (ms) | CPU / dry run's |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    dry, dry_cpu = wall.ms("crude-link", DRY_RUN_CELL), cpu.ms("crude-link", DRY_RUN_CELL)
+    for cell in (DRY_RUN_CELL, *HELP_FLAGS):
+        values = wall.values("crude-link", cell)
+        med, cpu_med = wall.ms("crude-link", cell), cpu.ms("crude-link", cell)
+        spread = f"{fmt_ms(min(values) * 1000)}–{fmt_ms(max(values) * 1000)}" if values else "–"
+        rows.append(f"| `{cell}` | {fmt_ms(med)} | {spread} | {fmt_ratio(med, dry)} "
+                    f"| {fmt_ms(cpu_med)} | {fmt_ratio(cpu_med, dry_cpu)} |")
+    return rows
+
+
 def mb(kib: int) -> str:
     return f"{kib * 1024 / 1e6:.1f} MB"
 
@@ -980,6 +1037,11 @@ def check_targets(wall: Results, cpu: Results, cases: List[RssCase]) -> List[Tar
             Target(f"scheduler RSS <= {RSS_LIMIT_MB:.0f} MB", worst.hwm_kib <= limit, detail)
         )
     targets.append(peers_target(wall, cpu))
+    slowest = max(HELP_FLAGS, key=lambda flag: wall.ms("crude-link", flag) or 0.0)
+    targets.append(ratio_target(
+        f"help flags in a cluttered project <= {HELP_LIMIT:.2f}x a dry run (slowest: {slowest})",
+        wall.ms("crude-link", slowest), wall.ms("crude-link", DRY_RUN_CELL), HELP_LIMIT,
+        (cpu.ms("crude-link", slowest), cpu.ms("crude-link", DRY_RUN_CELL))))
     return targets
 
 
@@ -1084,6 +1146,10 @@ def report(jobs: List[Job], cases: List[RssCase], info: RunInfo) -> str:
         "",
         RSS_NOTE,
         "",
+        "## Help in a cluttered project, against a dry run",
+        "",
+        *help_table(wall, cpu),
+        "",
         "## Targets",
         "",
         "```",
@@ -1126,12 +1192,13 @@ def main(argv: List[str]) -> int:
         tree = Tree(root, peers)
         # Said now, not at the end: the team may commit a new scheduler.py meanwhile.
         info = RunInfo(settings, peers, scheduler_provenance(tree.scheduler))
-        jobs = build_jobs(tree)
+        jobs = build_jobs(tree, settings.only)
         for job in jobs:
             if job.error:  # a fixture that could not be set up (e.g. dvc init)
                 print(f"  {job.runner} {job.cell}: {job.error}", file=sys.stderr)
         info.repeats = run_benchmark(jobs, settings, started)
-        cases = measure_rss(jobs, tree, 1 if settings.quick else RSS_RUNS)
+        runs = 1 if settings.quick else RSS_RUNS
+        cases = [] if settings.only else measure_rss(jobs, tree, runs)
         info.loads = (load_start, load_average())
         info.wall_time = time.perf_counter() - started
         text = report(jobs, cases, info)

@@ -1,0 +1,122 @@
+"""End to end: --help, --hydra-help and --info in a project folder full of other things.
+
+Hydra takes every folder under the config folder for a config group and walks them all for
+the help's listing. crude-link's config source skips what can hold no config group: hidden
+folders (.venv, .git), outputs/ and multirun/ beside config.yaml, virtual environments and
+run folders. A symlink loop in each of them proves it, untimed: Hydra would walk it until
+the path grew too long. (How fast: tests/benchmarks/bench.py, help against a dry run.)
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import run_scheduler
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """\
+defaults:
+  - db: postgresql
+  - _self_
+"""
+
+# A config group as in Hydra's tutorials: one YAML file per option, beside config.yaml.
+DB_OPTIONS = {
+    name: ("# @package _global_\n"
+           "steps:\n"
+           f"  - {{name: load, script: tasks/fate.py, "
+           f"arguments: {{record: ran.json, driver: {name}}}}}\n")
+    for name in ("mysql", "postgresql")
+}
+
+RUNS = 200  # run folders under outputs/ (the benchmark has 5,000)
+
+
+def clutter(folder: Path) -> None:
+    """Fill a folder as a project's would be after a while, with a symlink loop in each part."""
+    for number in range(RUNS):
+        run = folder / "outputs" / "2024-01-01" / f"10-00-00-{number}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text("steps: []\n")
+        (run / "summary.json").write_text("{}\n")
+        (run / "metrics.yaml").write_text("loss: 1\n")  # a step's output: no config option
+    (folder / "outputs" / "2024-01-01" / "loop").symlink_to("..")
+    deep = folder / "multirun" / "2024-01-01" / "10-00-00-1" / "0" / ".hydra"
+    deep.mkdir(parents=True)
+    (deep.parent / "loop").symlink_to("..")
+    for venv in (".venv", "venv"):  # the second one not hidden: its pyvenv.cfg tells
+        packages = folder / venv / "lib" / "python3.11" / "site-packages"
+        for number in range(30):
+            (packages / f"pkg{number}" / "conf").mkdir(parents=True)
+            (packages / f"pkg{number}" / "conf" / "default.yaml").write_text("a: 1\n")
+        (folder / venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        (packages / "loop").symlink_to("..")
+    old_run = folder / "archive" / "2023-run"  # a run folder moved elsewhere
+    old_run.mkdir(parents=True)
+    (old_run / "summary.json").write_text("{}\n")
+    (old_run / "config.yaml").write_text("steps: []\n")
+    (old_run / "loop").symlink_to("..")
+
+
+@pytest.fixture
+def project(make_project: Callable[..., Path]) -> Path:
+    folder = make_project(CONFIG)
+    (folder / "db").mkdir()
+    for name, text in DB_OPTIONS.items():
+        (folder / "db" / f"{name}.yaml").write_text(text)
+    clutter(folder)
+    return folder
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--help", "Step keys (each item of steps:)"),
+    ("--hydra-help", "== Flags =="),
+    ("--info", "Defaults List"),
+])
+def test_help_works_in_a_cluttered_project(project: Path, flag: str, expected: str) -> None:
+    result = run_scheduler(project, flag)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_hydra_help_lists_the_real_config_groups_only(project: Path) -> None:
+    result = run_scheduler(project, "--hydra-help")
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== The app's configuration groups ==", 1)[1]
+    listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert listed == ["db"], groups
+    assert "db: mysql, postgresql" in groups
+
+
+def test_a_config_group_can_be_selected(project: Path) -> None:
+    result = run_scheduler(project, "db=mysql")
+    assert result.returncode == 0, result.stdout + result.stderr
+    received = json.loads((project / "ran.json").read_text())
+    assert received["args"]["driver"] == "mysql"
+
+
+def test_the_default_option_of_a_group_is_composed(project: Path) -> None:
+    result = run_scheduler(project, "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "driver: postgresql" in result.stdout
+
+
+def test_a_folder_that_is_not_a_group_cannot_be_selected(project: Path) -> None:
+    (project / "outputs" / "old.yaml").write_text("a: 1\n")
+    result = run_scheduler(project, "outputs=old")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "ran.json").exists()
+
+
+def test_help_from_another_folder_under_cron_like_env(project: Path, tmp_path: Path) -> None:
+    result = run_scheduler(project, "--hydra-help", cwd=Path("/"),
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "db: mysql, postgresql" in result.stdout
+    assert os.path.isdir(project / "outputs")
