@@ -2864,6 +2864,7 @@ def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
 # ── The sweep record ─────────────────────────────────────────────────────
 
 NO_RECORD = "no_record"  # a sweep's job that left no summary.json and no result behind
+JOB_FILE = "job.json"  # in the run folder of a job run in a process of its own (submitit)
 ENDED_STATES = (FAILED, TIMED_OUT, INTERRUPTED, RUNNING)  # a step a job ended or stopped at
 
 
@@ -2890,6 +2891,14 @@ def job_overrides(job: Path) -> List[str]:
         if isinstance(words, list):
             return [str(word) for word in words]
     return []
+
+
+def job_output(job: Path, task: Optional[Path]) -> List[str]:
+    """Return the files that hold a job's output, as the launcher kept them (submitit's)."""
+    if task is not None:
+        return [str(path) for path in sorted(task.glob("*_log.*"))]
+    noted = read_json(job / JOB_FILE)
+    return [str(noted[name]) for name in ("stderr", "stdout") if isinstance(noted.get(name), str)]
 
 
 def planned_jobs(sweep: Path) -> Optional[List[List[str]]]:
@@ -2965,6 +2974,9 @@ def job_entry(sweep: Path, number: int, planned: Optional[List[str]], code: Opti
                      "before crude-link could record it")
     if problem:
         entry["note"] = problem
+    output = job_output(folder, task)
+    if output:
+        entry["output"] = output
     return entry
 
 
@@ -2997,6 +3009,11 @@ def _points_at(folder: Path, target: Path) -> bool:
     return False
 
 
+# ── Sweep jobs: where they resume, when the sweep ends early ─────────────
+
+_LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
+
+
 def find_latest_sweep(multirun: Path, besides: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """Return the folder and summary of the most recently started sweep but besides.
 
@@ -3008,11 +3025,6 @@ def find_latest_sweep(multirun: Path, besides: Path) -> Optional[Tuple[Path, Dic
                 if any(job.get("status") != NOT_RUN and not job.get("problems")
                        for job in data.get("jobs") or [])),
                key=lambda sweep: str(sweep[1].get("started")), default=None)
-
-
-# ── Sweep jobs: where they resume, when the sweep ends early ─────────────
-
-_LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
 def _wants_resume(cfg: DictConfig) -> bool:
@@ -3041,6 +3053,20 @@ def find_resume_source(outputs: Path, multirun: Path) -> ResumeFrom:
     if summary.get("steps"):
         return ResumeFrom((folder, summary))
     return ResumeFrom(fresh=True)  # it never started, or left nothing to resume from
+
+
+def record_job_process(run_dir: Path) -> None:
+    """Note in the job's run folder where its process writes its output, for the sweep."""
+    noted: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        with contextlib.suppress(OSError):
+            path = os.readlink(f"/proc/self/fd/{fd}")  # submitit's log files, on Linux
+            if os.path.isfile(path):
+                noted[name] = path
+    try:
+        write_text_atomic(run_dir / JOB_FILE, json.dumps(noted, indent=1) + "\n")
+    except OSError as error:
+        log.warning("could not write %s: %s", run_dir / JOB_FILE, error)
 
 
 class SweepEnded(BaseException):
@@ -3138,6 +3164,8 @@ def main(cfg: DictConfig) -> None:
     sweep = _sweep_here()
     if sweep:
         record_sweep(sweep, _job_exit_codes)
+    elif _in_multirun():
+        record_job_process(run_dir)
     source = (find_resume_source(ROOT / "outputs", ROOT / "multirun") if _wants_resume(cfg)
               else ResumeFrom())
     with _steps_output_dir(steps_output_dir(run_dir, source.previous)):
@@ -3282,8 +3310,8 @@ def sweep_report(folder: Path, problems: Mapping[str, str]) -> Tuple[List[str], 
         else:
             how = GONE_WITHOUT_RESULT
         lines.append(f"  job {number}{_job_overrides(job)}: {how}")
-        if task:
-            lines.extend(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*")))
+        lines.extend(f"    {'Slurm output' if task else 'output'}: {path}"
+                     for path in job_output(job, task))
     if lines:
         lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
                         f"in {folder}:")

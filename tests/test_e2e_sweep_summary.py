@@ -271,3 +271,42 @@ def test_the_sweep_summary_is_valid_json_with_a_job_per_planned_job(make_project
     assert summary["status"] == "succeeded"
     assert [(job["number"], job["status"]) for job in jobs(summary)] == [
         (0, "succeeded"), (1, "succeeded")]
+
+
+# ── submitit_local: jobs in processes of their own ───────────────────────
+
+LOCAL = "hydra/launcher=submitit_local"
+
+
+def test_a_submitit_local_sweep_is_recorded_names_its_output_and_resumes(
+        make_project: Any) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    project = make_project(CONFIG).resolve()
+    result = run_scheduler(project, "-m", LOCAL, SWEEP)
+    assert result.returncode == 3, result.stdout + result.stderr
+    [sweep] = sweeps(project)
+    summary = load_json(sweep / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("failed", 3)
+    assert [(job["number"], job["status"], job["exit_code"], job["failed_step"])
+            for job in jobs(summary)] == [(0, "succeeded", 0, None), (1, "failed", 3, "train")]
+    # Each job's output file: submitit's, in .submitit/<pid>/, named in the summary and report.
+    output = {job["number"]: job["output"] for job in jobs(summary)}
+    for files in output.values():
+        assert [Path(f).name.split("_", 1)[1] for f in files] == ["0_log.err", "0_log.out"]
+        assert Path(files[0]).parent.parent == sweep / ".submitit"
+    assert output[0] != output[1]
+    assert "▶ [2/3] train" in Path(output[1][1]).read_text()
+    lines = result.stderr.splitlines()
+    assert lines[-3:] == [
+        f"  job 1 (steps.1.arguments.fail_times=1): failed, exit code 3; "
+        f"{sweep / '1' / 'summary.json'}",
+        f"    output: {output[1][0]}", f"    output: {output[1][1]}"], result.stderr
+    assert_latest(project / "multirun" / "latest", sweep)
+
+    resumed = run_scheduler(project, "-m", LOCAL, SWEEP, RESUME)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = load_json(sweeps(project)[-1] / "summary.json")
+    assert [(job["status"], job.get("reused_from")) for job in jobs(second)] == [
+        ("succeeded", str(sweep / "0")), ("succeeded", None)]
+    assert [count(project, name) for name in ("prepare-0", "train-0", "prepare-1", "train-1")] \
+        == [1, 1, 1, 2]
