@@ -39,6 +39,7 @@ Sections, in the order one run meets them (the function to read first):
   Sweep jobs: resume, ending early         find_resume_source, end_sweep_early
   Hydra's main                             main
   The sweep report                         sweep_report
+  Fail fast on Slurm                       fail_fast_problems
   The sweep watch                          SweepWatch
   A sweep, from the launching process      run_multirun
   Command line                             _main(argv), help_text, default_overrides
@@ -3318,6 +3319,38 @@ def sweep_report(folder: Path, problems: Mapping[str, str]) -> Tuple[List[str], 
     return lines, codes[0] if codes else EXIT_OK
 
 
+# ── Fail fast on Slurm ───────────────────────────────────────────────────
+
+def wants_fail_fast(sweep: Path) -> bool:
+    """Return whether a sweep was started with scheduler.fail_fast=true (its multirun.yaml)."""
+    with contextlib.suppress(OSError, OmegaConfBaseException, yaml.YAMLError):
+        config = OmegaConf.load(sweep / "multirun.yaml")
+        return OmegaConf.select(config, "scheduler.fail_fast", default=False) is True
+    return False
+
+
+def array_tasks(job: str) -> List[str]:
+    """Return the task ids squeue's row of pending array tasks means: 11_[2-3,5] → 11_2..."""
+    match = re.fullmatch(r"(\d+)_\[([\d,-]+)\]", job)
+    if match is None:
+        return [job]
+    tasks = []
+    for part in match[2].split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{match[1]}_{n}" for n in range(int(first), int(last or first) + 1)]
+    return tasks
+
+
+def fail_fast_problems(sweep: Path, queued: Sequence[Tuple[str, str, str]]) -> Dict[str, str]:
+    """Return task id → why, for the queued jobs fail_fast cancels now; {} if none is to be."""
+    failed = [job for job in read_json(sweep / "summary.json").get("jobs") or []
+              if job.get("status") in (FAILED, TIMED_OUT, ABORTED)]
+    if not failed or not queued or not wants_fail_fast(sweep):
+        return {}
+    why = f"cancelled: fail_fast=true, after job {failed[0].get('number')} failed"
+    return {task: why for job, _, _ in queued for task in array_tasks(job)}
+
+
 # ── The sweep watch ──────────────────────────────────────────────────────
 
 # Slurm's reasons for a pending job that no amount of waiting cures.
@@ -3352,6 +3385,7 @@ class SweepWatch:
         self.problems: Dict[str, str] = {}  # Slurm job (or array) id → why it has no result
         self.gave_up = False
         self.slurm = False  # squeue is there to look at
+        self.failed_fast = False  # fail_fast has cancelled the sweep's other jobs
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -3383,6 +3417,8 @@ class SweepWatch:
             if folder is not None and (folder / ".submitit").is_dir():
                 record_sweep(folder, [], self.problems)  # its jobs run in other processes
             jobs = self.queued(folder) if folder and self.slurm else None
+            if folder and jobs and not self.failed_fast:
+                self._fail_fast(folder, jobs)
             if folder is None or jobs is None:
                 continue
             for job, state, reason in jobs:
@@ -3404,6 +3440,14 @@ class SweepWatch:
                 # launching process handles (SIGINT may be ignored, in a background job).
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+
+    def _fail_fast(self, folder: Path, jobs: List[Tuple[str, str, str]]) -> None:
+        """With fail_fast, once a job has failed cancel the others (they end interrupted)."""
+        cancelled = fail_fast_problems(folder, jobs)
+        if cancelled:
+            self.failed_fast = True
+            self.problems.update(cancelled)
+            self.cancel(signal.SIGTERM)
 
     def _problem(self, job: str) -> Optional[str]:
         return self.problems.get(job.split("_")[0]) or self.problems.get(job)

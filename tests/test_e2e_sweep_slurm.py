@@ -143,7 +143,8 @@ class Sweep:
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"the sweep ended early: {self.output()}"
-            folders = [path for path in self.project.glob("multirun/*/*") if path.is_dir()]
+            folders = [path for path in self.project.glob("multirun/*/*")
+                       if path.is_dir() and path.parent.name != "latest"]
             if len(folders) != 1:
                 return False
             logs = [folders[0] / str(n) / "01-fate.log" for n in range(jobs)]
