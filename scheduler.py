@@ -2984,19 +2984,19 @@ def job_entry(sweep: Path, number: int, planned: Optional[List[str]], code: Opti
 def record_sweep(sweep: Path, codes: Sequence[int], problems: Mapping[str, str] = {},
                  status: str = RUNNING, exit_code: Optional[int] = None) -> None:
     """Rewrite the sweep folder's summary.json from what its jobs left; point multirun/latest."""
-    before = read_json(sweep / "summary.json")
-    planned = planned_jobs(sweep) or []
-    numbers = sorted({int(p.name) for p in sweep.iterdir() if p.name.isdigit()}
-                     | set(range(len(planned))))
-    slurm = slurm_tasks(sweep)
-    jobs = [job_entry(sweep, n, planned[n] if n < len(planned) else None,
-                      codes[n] if n < len(codes) else None, slurm.get(n),
-                      task_problem(problems, slurm.get(n)), status != RUNNING)
-            for n in numbers]
-    data = {"status": status, "exit_code": exit_code,
-            "started": before.get("started") or now_iso(),
-            "finished": None if status == RUNNING else now_iso(), "jobs": jobs}
     try:
+        before = read_json(sweep / "summary.json")
+        planned = planned_jobs(sweep) or []
+        numbers = sorted({int(p.name) for p in sweep.iterdir() if p.name.isdigit()}
+                         | set(range(len(planned))))
+        slurm = slurm_tasks(sweep)
+        jobs = [job_entry(sweep, n, planned[n] if n < len(planned) else None,
+                          codes[n] if n < len(codes) else None, slurm.get(n),
+                          task_problem(problems, slurm.get(n)), status != RUNNING)
+                for n in numbers]
+        data = {"status": status, "exit_code": exit_code,
+                "started": before.get("started") or now_iso(),
+                "finished": None if status == RUNNING else now_iso(), "jobs": jobs}
         write_text_atomic(sweep / "summary.json", json.dumps(data, indent=1) + "\n")
     except OSError as error:  # the jobs' own records still tell the truth
         log.warning("could not record the sweep in %s: %s", sweep / "summary.json", error)
@@ -3085,6 +3085,17 @@ def _sweep_here() -> Optional[Path]:
     return Path(HydraConfig.get().sweep.dir)
 
 
+def record_sweep_here(sweep: Optional[Path], codes: Sequence[int]) -> None:
+    """Record a sweep whose jobs run in this process, in a sweep folder of crude-link's own.
+
+    Only there does the launching process find the folder again to record the sweep's end:
+    a record of a folder set by the user would say `running` for good.
+    """
+    if sweep is not None and sweep.parent.parent == ROOT / "multirun" and \
+            sweep.name.endswith(f"-{_LAUNCHING_PID}"):
+        record_sweep(sweep, codes)
+
+
 def end_sweep_early(options: SchedulerOptions, run_dir: Path, code: int,
                     source: ResumeFrom) -> None:
     """Raise SweepEnded after a failed job of a sequential sweep that ends the sweep.
@@ -3163,9 +3174,8 @@ def main(cfg: DictConfig) -> None:
     getattr(OmegaConf, _REGISTER_RESOLVER)("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     sweep = _sweep_here()
-    if sweep:
-        record_sweep(sweep, _job_exit_codes)
-    elif _in_multirun():
+    record_sweep_here(sweep, _job_exit_codes)
+    if not sweep and _in_multirun():
         record_job_process(run_dir)
     source = (find_resume_source(ROOT / "outputs", ROOT / "multirun") if _wants_resume(cfg)
               else ResumeFrom())
@@ -3192,8 +3202,7 @@ def main(cfg: DictConfig) -> None:
             print_fault(error, run_dir, "no step was run")
             code = EXIT_SOFTWARE
     _job_exit_codes.append(code)
-    if sweep:
-        record_sweep(sweep, _job_exit_codes)
+    record_sweep_here(sweep, _job_exit_codes)
     if stop.signum is not None and sweep:
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
     if sweep:

@@ -310,3 +310,16 @@ def test_a_submitit_local_sweep_is_recorded_names_its_output_and_resumes(
         ("succeeded", str(sweep / "0")), ("succeeded", None)]
     assert [count(project, name) for name in ("prepare-0", "train-0", "prepare-1", "train-1")] \
         == [1, 1, 1, 2]
+
+
+def test_a_sweep_folder_of_the_users_own_gets_no_sweep_summary(
+        make_project: Any, tmp_path: Path) -> None:
+    """crude-link cannot find such a folder again at the end: a record of it would stay
+    `running` for good, so there is none (the jobs keep their own)."""
+    project = make_project(CONFIG).resolve()
+    mine = tmp_path / "mine"
+    result = run_scheduler(project, "-m", SWEEP, f"hydra.sweep.dir={mine}")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert not (mine / "summary.json").exists()
+    assert load_json(mine / "1" / "summary.json")["status"] == "failed"
+    assert not (project / "multirun").exists()
