@@ -6,11 +6,13 @@ leave on the shared disk; `-m <same overrides> scheduler.resume=true` reruns onl
 failed; `scheduler.fail_fast=true` cancels the sweep's other jobs once one has failed.
 """
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, List
 
 import pytest
-from conftest import load_json, run_scheduler
+from conftest import load_json, run_scheduler, scheduler_command, scheduler_env
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -105,3 +107,52 @@ def test_fail_fast_on_slurm_cancels_the_sweeps_other_jobs(make_project: Any, slu
     assert count(project, "train-0") == count(project, "train-2") == 0  # never got past waiting
     assert "cancelling the sweep's" in result.stderr
     assert "Traceback" not in result.stdout
+
+
+def test_a_slurm_sweep_killed_midway_is_resumed_from_where_each_job_stopped(
+        make_project: Any, slurm: Any, tmp_path: Path) -> None:
+    project = make_project(CONFIG).resolve()
+    (project / "go-0").touch()  # job 0 ends; job 1 waits in train
+    with (tmp_path / "err").open("wb") as err:
+        proc = subprocess.Popen(scheduler_command(project, "-m", LAUNCHER, "default.x=0,1"),
+                                cwd=project.parent, env=scheduler_env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+
+        def seen() -> List[str]:
+            found = sweeps(project)
+            summary = load_json(found[0] / "summary.json") if found and (
+                found[0] / "summary.json").exists() else {}
+            return [job["status"] for job in summary.get("jobs", [])]
+
+        while seen() != ["succeeded", "running"]:
+            assert time.monotonic() < deadline, (seen(), (tmp_path / "err").read_text())
+            time.sleep(0.2)
+        proc.kill()  # kill -9 of the launching process: its jobs go on in Slurm
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    [sweep] = sweeps(project)
+    assert load_json(sweep / "summary.json")["status"] == "running"  # as last seen
+    assert slurm.squeue(), "job 1 should still be running in Slurm"
+    slurm.stop_jobs()  # as a user would: scancel what is left
+    assert not slurm.wait_queue_empty()
+    time.sleep(1)  # a new second: a new sweep folder
+
+    (project / "go-1").touch()
+    result = run_scheduler(project, "-m", LAUNCHER, "default.x=0,1", "scheduler.resume=true")
+    assert result.returncode == 3, result.stdout + result.stderr  # train fails once (x=1)
+    again = run_scheduler(project, "-m", LAUNCHER, "default.x=0,1", "scheduler.resume=true")
+    assert again.returncode == 0, again.stdout + again.stderr
+    first, second, third = sweeps(project)
+    assert [(job["status"], job.get("reused_from"))
+            for job in load_json(third / "summary.json")["jobs"]] == [
+        ("succeeded", str(first / "0")), ("succeeded", None)]
+    assert [count(project, name) for name in ("prepare-0", "prepare-1", "train-0", "train-1")] \
+        == [1, 1, 1, 2]
+    steps = load_json(third / "1" / "summary.json")["steps"]
+    assert [(s["name"], s["attempts"], s.get("reused_from")) for s in steps] == [
+        ("prepare", 0, str(first / "1")), ("train", 1, None)]
