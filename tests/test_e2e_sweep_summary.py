@@ -19,6 +19,7 @@ from conftest import (
     PROMPT,
     finish,
     load_json,
+    read_until,
     run_scheduler,
     scheduler_command,
     scheduler_env,
@@ -220,6 +221,29 @@ def test_a_sweep_killed_midway_tells_the_truth_and_resumes(make_project: Any) ->
     job1 = load_json(sweeps(project)[-1] / "1" / "summary.json")
     assert [(s["status"], s["attempts"]) for s in job1["steps"]] == [
         ("succeeded", 0), ("succeeded", 1)]
+
+
+def test_sigterm_to_a_sweep_records_it_interrupted(make_project: Any) -> None:
+    project = make_project(WAITING).resolve()
+    proc = subprocess.Popen(scheduler_command(project, "-m", "steps.1.arguments.print=a,b"),
+                            cwd=project.parent, env=scheduler_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"waiting\n", timeout=40)  # job 0, in train
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    [sweep] = sweeps(project)
+    summary = load_json(sweep / "summary.json")
+    assert (summary["status"], summary["exit_code"]) == ("interrupted", 143)
+    assert summary["finished"]
+    assert [(job["status"], job["failed_step"]) for job in jobs(summary)] == [
+        ("interrupted", "train"), ("not_run", None)]
 
 
 # ── fail_fast, and abort at the dialog ───────────────────────────────────
