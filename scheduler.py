@@ -26,6 +26,7 @@ Sections, in the order one run meets them (the function to read first):
   Checks: the whole config                 check_config
   Planning: commands and environment      build_command, step_env, plan_steps
   Planning: the run                        plan_run -> RunPlan, load_config
+  Planning a sweep (pure)                  match_sweep_job, plan_job (resume of a sweep)
   Stopping a step: when the scheduler dies Watchdog
   Stopping a step: signals                 StopRequest (and which handler is live when)
   Stopping a step: on Slurm                SlurmJob, step_signaller
@@ -53,9 +54,12 @@ Sections, in the order one run meets them (the function to read first):
   The HTML report: the page (pure)         render_report
   History and report (I/O)                 run_history, read_history
   Cron                                     run_cron, cron_entry, edit_crontab
+  The sweep record                         record_sweep (a sweep folder's summary.json)
+  Sweep jobs: resume, ending early         find_resume_source, end_sweep_early
   Hydra's main                             main
   Hydra's error reports                    HeldErrorReport, report_hydra_error
   The sweep report                         sweep_report
+  Fail fast on Slurm                       fail_fast_problems
   The sweep watch                          SweepWatch
   Notifications: the sweep's               report_sweep (the sweep told once)
   A sweep, from the launching process      run_multirun
@@ -112,10 +116,12 @@ if __name__ == "__main__":
 
 import hydra  # noqa: E402
 import yaml  # noqa: E402 - PyYAML: omegaconf imports it anyway
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
 from hydra._internal.core_plugins.file_config_source import FileConfigSource  # noqa: E402
 from hydra.core.config_search_path import ConfigSearchPath  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.plugins import Plugins  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
 from hydra.plugins.search_path_plugin import SearchPathPlugin  # noqa: E402
@@ -251,6 +257,8 @@ class SchedulerOptions:
     report: Optional[str] = field(default=None, metadata=_doc(
         "write an HTML report of the newest runs (history; 30) there, run no step: "
         "scheduler.report=outputs/report.html"))
+    fail_fast: bool = field(default=False, metadata=_doc(
+        "in a multirun, start no job after one failed (on Slurm, cancel the others)"))
 
     def __post_init__(self) -> None:
         if not isinstance(self.notify, Notify):
@@ -1682,6 +1690,78 @@ def load_config(cfg: DictConfig, root: Path, python: str, run_dir: Optional[Path
     plan = plan_steps(steps, names, root, python, chosen.launcher or (), chosen.argument_style,
                       run_dir)
     return mark_secrets(plan, steps, OmegaConf.to_container(cfg["steps"])), chosen, []
+
+
+# ── Planning a sweep (pure) ──────────────────────────────────────────────
+
+# Overrides that say how to run a sweep, not which job it holds: a resume matches without them.
+SWEEP_CONTROL = ("scheduler.resume", "scheduler.fail_fast")
+
+
+def job_key(overrides: Sequence[str]) -> Tuple[str, ...]:
+    """Return what identifies a job of a sweep: its overrides, sorted, less sweep control."""
+    return tuple(sorted(word for word in overrides
+                        if word.lstrip("+~").split("=", 1)[0] not in SWEEP_CONTROL))
+
+
+def expand_sweep(overrides: Sequence[str]) -> Optional[List[List[str]]]:
+    """Return each job's overrides in job number order, as Hydra's basic sweeper makes them.
+
+    None if Hydra's parser refuses them without a config (glob(), say).
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:  # whatever Hydra raises, the sweep's plan is just unknown
+        return None
+
+
+def _show_jobs(keys: Any) -> str:
+    return "; ".join(" ".join(key) or "(no overrides)" for key in sorted(keys)) or "(no jobs)"
+
+
+def match_sweep_job(before: Mapping[str, Any], folder: Path,
+                    jobs: Optional[Sequence[Sequence[str]]], own: Sequence[str]
+                    ) -> Tuple[Optional[Mapping[str, Any]], List[str]]:
+    """Return the earlier sweep's entry for this job, matched by overrides, or the problem.
+
+    before is the summary.json of the earlier sweep in folder; jobs, the overrides of every
+    job of the new sweep (None if unknown: then only this job, own, must match).
+    """
+    earlier = {job_key(entry.get("overrides") or []): entry for entry in before.get("jobs", [])}
+    now = {job_key(job) for job in jobs} if jobs is not None else {job_key(own)}
+    if now - set(earlier) or jobs is not None and set(earlier) - now:
+        return None, [f"scheduler.resume: a resumed sweep must have the jobs of the newest "
+                      f"sweep, {folder}; give the same sweep overrides\n"
+                      f"    the newest sweep's jobs: {_show_jobs(earlier)}\n"
+                      f"    this sweep's jobs:       {_show_jobs(now)}"]
+    return earlier[job_key(own)], []
+
+
+class ResumeFrom(NamedTuple):
+    """Where a resumed job starts: what the single-run resume is given."""
+
+    previous: Optional[Previous] = None  # the run (or the job) it resumes, with its summary
+    reuse: Optional[str] = None  # that job succeeded in this folder: reuse it, run nothing
+    fresh: bool = False  # the job never ran, or left nothing: run it from the start
+    problems: Tuple[str, ...] = ()
+
+
+def plan_job(steps: List[PlannedStep], options: SchedulerOptions, run_dir: Path,
+             source: ResumeFrom, outputs: Path) -> Tuple[Optional[RunPlan], List[str]]:
+    """Return what a run or one sweep job will do (resumed from source), or its problems."""
+    if source.problems:
+        return None, list(source.problems)
+    if source.fresh:
+        return plan_run(steps, replace(options, resume=False), run_dir, None, outputs)
+    if source.reuse is None:
+        return plan_run(steps, options, run_dir, source.previous, outputs)
+    before = {entry.get("name"): entry
+              for entry in (source.previous[1].get("steps", []) if source.previous else [])}
+    reused = {p.index: str(before.get(p.name, {}).get("reused_from", source.reuse))
+              for p in steps if before.get(p.name, {}).get("status", SUCCEEDED) == SUCCEEDED}
+    return RunPlan(steps, [], reused, steps_output_dir(run_dir, source.previous),
+                   Path(source.reuse)), []
 
 
 # ── Stopping a step: when the scheduler dies ─────────────────────────────
@@ -3813,7 +3893,8 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
                         + (f" at step {start.index} '{start.name}'" if start else ""))
         pipeline = Pipeline(ROOT, run_dir, options, console, stop, dict(os.environ),
                             interactive=sys.stdin.isatty())
-        link_latest(ROOT / "outputs", run_dir)
+        if not _in_multirun():  # outputs/latest: the newest plain run; a sweep has its own
+            link_latest(ROOT / "outputs", run_dir)
         stop.watchdog = Watchdog(options.kill_grace, lock)
         record = RunRecord(run_dir, plan)
         job = HydraConfig.get().job.num if _in_multirun() else None
@@ -4488,6 +4569,248 @@ def cron_invocation(hydra_cfg: Any) -> Tuple[Optional[str], str, List[str]]:
     return config_dir, hydra_cfg.job.config_name, list(hydra_cfg.overrides.task)
 
 
+# ── The sweep record ─────────────────────────────────────────────────────
+
+NO_RECORD = "no_record"  # a sweep's job that left no summary.json and no result behind
+JOB_FILE = "job.json"  # in the run folder of a job run in a process of its own (submitit)
+ENDED_STATES = (FAILED, TIMED_OUT, INTERRUPTED, RUNNING)  # a step a job ended or stopped at
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    """Return a JSON object from a file, or {} if it is missing, unreadable or no object."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text("utf-8"))
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def job_overrides(job: Path) -> List[str]:
+    """Return what a sweep's job was run with, from Hydra's .hydra/overrides.yaml there."""
+    with contextlib.suppress(yaml.YAMLError):
+        words = yaml.safe_load(_read_text(job / ".hydra" / "overrides.yaml"))
+        if isinstance(words, list):
+            return [str(word) for word in words]
+    return []
+
+
+def job_output(job: Path, task: Optional[Path]) -> List[str]:
+    """Return the files that hold a job's output, as the launcher kept them (submitit's)."""
+    if task is not None:
+        return [str(path) for path in sorted(task.glob("*_log.*"))]
+    noted = read_json(job / JOB_FILE)
+    return [str(noted[name]) for name in ("stderr", "stdout") if isinstance(noted.get(name), str)]
+
+
+def planned_jobs(sweep: Path) -> Optional[List[List[str]]]:
+    """Return the overrides of every job of a sweep, from Hydra's multirun.yaml; None: unknown."""
+    with contextlib.suppress(OSError, OmegaConfBaseException, yaml.YAMLError):
+        config = OmegaConf.load(sweep / "multirun.yaml")
+        sweeper = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper"))
+        task = OmegaConf.to_container(OmegaConf.select(config, "hydra.overrides.task"))
+        if (isinstance(sweeper, dict) and "BasicSweeper" in str(sweeper.get("_target_"))
+                and isinstance(task, list)):
+            params = sweeper.get("params") or {}
+            return expand_sweep([f"{k}={v}" for k, v in params.items()] + list(map(str, task)))
+    return None
+
+
+def _job_number(submitit_id: str) -> int:
+    """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
+    return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
+
+
+def _sent_to_slurm(folder: Path) -> bool:
+    """Return whether the sweep's jobs went to Slurm: submitit wrote an sbatch script."""
+    return any("#SBATCH" in _read_text(script)
+               for script in (folder / ".submitit").glob("*/*_submission.sh"))
+
+
+def slurm_tasks(sweep: Path) -> Dict[int, Path]:
+    """Return job number → submitit's folder of its job: 11_3 is array task 3, 11 job 0."""
+    tasks = [path for path in (sweep / ".submitit").glob("*") if any(path.glob("*_submitted.pkl"))]
+    if sum("_" not in path.name for path in tasks) > 1:
+        # Named by pid (submitit_local): no job number in the names.
+        tasks = [path for path in tasks if "_" in path.name]
+    return {_job_number(path.name): path for path in tasks}
+
+
+def task_problem(problems: Mapping[str, str], task: Optional[Path]) -> Optional[str]:
+    """Return what the watch of the sweep's Slurm jobs found about one job's task, if any."""
+    if task is None:
+        return None
+    return problems.get(task.name.split("_")[0]) or problems.get(task.name)
+
+
+def job_entry(sweep: Path, number: int, planned: Optional[List[str]], code: Optional[int],
+              task: Optional[Path], problem: Optional[str], ended: bool) -> Dict[str, Any]:
+    """Return a job's entry in the sweep's summary.json, from what the job left in its folder.
+
+    code is its exit code when it ran in this process; problem, what the watch of its
+    Slurm job found; task, submitit's folder of that job.
+    """
+    folder = sweep / str(number)
+    summary = read_json(folder / "summary.json")
+    entry: Dict[str, Any] = {"number": number, "overrides": job_overrides(folder) or planned or [],
+                             "run_dir": str(folder), "status": NOT_RUN, "exit_code": None,
+                             "failed_step": None}
+    steps = summary.get("steps") or []
+    if summary.get("status"):
+        failed = [step["name"] for step in steps if step.get("status") in ENDED_STATES]
+        entry.update(status=summary["status"], exit_code=summary.get("exit_code"),
+                     failed_step=failed[0] if failed else None)
+        if summary.get("problems"):
+            entry.update(note="config error, no step was run", problems=summary["problems"])
+        if steps and not any(step.get("attempts") for step in steps):
+            reused = [step["reused_from"] for step in steps if "reused_from" in step]
+            if reused:
+                entry["reused_from"] = reused[-1]  # the last step ran in the newest folder
+    elif code is not None:  # a dry run, a lock held: no summary of its own
+        entry.update(status=SUCCEEDED if code == EXIT_OK else FAILED, exit_code=code)
+    elif task is not None and any(task.glob("*_result.pkl")) or folder.is_dir() and (
+            not ended and not problem):
+        entry["status"] = SUCCEEDED if ended else RUNNING
+    elif folder.is_dir() or problem:
+        entry.update(status=NO_RECORD, note=problem or "left no summary.json: killed or lost "
+                     "before crude-link could record it")
+    if problem:
+        entry["note"] = problem
+    output = job_output(folder, task)
+    if output:
+        entry["output"] = output
+    return entry
+
+
+def record_sweep(sweep: Path, codes: Sequence[int], problems: Mapping[str, str] = {},
+                 status: str = RUNNING, exit_code: Optional[int] = None) -> None:
+    """Rewrite the sweep folder's summary.json from what its jobs left; point multirun/latest."""
+    try:
+        before = read_json(sweep / "summary.json")
+        planned = planned_jobs(sweep) or []
+        numbers = sorted({int(p.name) for p in sweep.iterdir() if p.name.isdigit()}
+                         | set(range(len(planned))))
+        slurm = slurm_tasks(sweep)
+        jobs = [job_entry(sweep, n, planned[n] if n < len(planned) else None,
+                          codes[n] if n < len(codes) else None, slurm.get(n),
+                          task_problem(problems, slurm.get(n)), status != RUNNING)
+                for n in numbers]
+        data = {"status": status, "exit_code": exit_code,
+                "started": before.get("started") or now_iso(),
+                "finished": None if status == RUNNING else now_iso(), "jobs": jobs}
+        write_text_atomic(sweep / "summary.json", json.dumps(data, indent=1) + "\n")
+    except OSError as error:  # the jobs' own records still tell the truth
+        log.warning("could not record the sweep in %s: %s", sweep / "summary.json", error)
+    if sweep.parent.parent == ROOT / "multirun" and not _points_at(sweep.parent.parent, sweep):
+        link_latest(sweep.parent.parent, sweep)
+
+
+def _points_at(folder: Path, target: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return (folder / LATEST_LINK).resolve() == target.resolve()
+    return False
+
+
+# ── Sweep jobs: where they resume, when the sweep ends early ─────────────
+
+_LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
+
+
+def find_latest_sweep(multirun: Path, besides: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """Return the folder and summary of the most recently started sweep but besides.
+
+    A sweep none of whose jobs got past its config (a refused resume, say) does not count.
+    """
+    sweeps = [(path.parent, read_json(path)) for path in multirun.glob("*/*/summary.json")
+              if path.parent.parent.name != LATEST_LINK and path.parent != besides]
+    return max(((folder, data) for folder, data in sweeps
+                if any(job.get("status") != NOT_RUN and not job.get("problems")
+                       for job in data.get("jobs") or [])),
+               key=lambda sweep: str(sweep[1].get("started")), default=None)
+
+
+def _wants_resume(cfg: DictConfig) -> bool:
+    with contextlib.suppress(OmegaConfBaseException):
+        return OmegaConf.select(cfg, "scheduler.resume", default=False) is True
+    return False
+
+
+def find_resume_source(outputs: Path, multirun: Path) -> ResumeFrom:
+    """Return where this run resumes: the newest run, or this job's part of the newest sweep."""
+    if not _in_multirun():
+        return ResumeFrom(find_latest_run(outputs))
+    sweep = Path(HydraConfig.get().sweep.dir)
+    earlier = find_latest_sweep(multirun, sweep)
+    if earlier is None:
+        return ResumeFrom(problems=(f"scheduler.resume: there is no earlier sweep (a "
+                                    f"summary.json) under {multirun} to resume",))
+    entry, problems = match_sweep_job(earlier[1], earlier[0], planned_jobs(sweep),
+                                      list(HydraConfig.get().overrides.task))
+    if entry is None:
+        return ResumeFrom(problems=tuple(problems))
+    folder = Path(str(entry.get("run_dir")))
+    summary = read_json(folder / "summary.json")
+    if entry.get("status") == SUCCEEDED:
+        return ResumeFrom((folder, summary) if summary else None, reuse=str(folder))
+    if summary.get("steps"):
+        return ResumeFrom((folder, summary))
+    return ResumeFrom(fresh=True)  # it never started, or left nothing to resume from
+
+
+def record_job_process(run_dir: Path) -> None:
+    """Note in the job's run folder where its process writes its output, for the sweep."""
+    noted: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        with contextlib.suppress(OSError):
+            path = os.readlink(f"/proc/self/fd/{fd}")  # submitit's log files, on Linux
+            if os.path.isfile(path):
+                noted[name] = path
+    try:
+        write_text_atomic(run_dir / JOB_FILE, json.dumps(noted, indent=1) + "\n")
+    except OSError as error:
+        log.warning("could not write %s: %s", run_dir / JOB_FILE, error)
+
+
+class SweepEnded(BaseException):
+    """A job of a sequential sweep failed and no later job may start (fail_fast, or abort)."""
+
+    def __init__(self, code: int, status: str) -> None:
+        super().__init__(code, status)
+        self.code, self.status = code, status
+
+
+def _sweep_here() -> Optional[Path]:
+    """Return the sweep folder when this process runs a multirun's jobs itself, else None."""
+    if os.getpid() != _LAUNCHING_PID or not _in_multirun():
+        return None
+    return Path(HydraConfig.get().sweep.dir)
+
+
+def record_sweep_here(sweep: Optional[Path], codes: Sequence[int]) -> None:
+    """Record a sweep whose jobs run in this process, in a sweep folder of crude-link's own.
+
+    Only there does the launching process find the folder again to record the sweep's end:
+    a record of a folder set by the user would say `running` for good.
+    """
+    if sweep is not None and sweep.parent.parent == ROOT / "multirun" and \
+            sweep.name.endswith(f"-{_LAUNCHING_PID}"):
+        record_sweep(sweep, codes)
+
+
+def end_sweep_early(options: SchedulerOptions, run_dir: Path, code: int,
+                    source: ResumeFrom) -> None:
+    """Raise SweepEnded after a failed job of a sequential sweep that ends the sweep.
+
+    That is, with fail_fast, after an abort at the dialog, or when the resume is refused
+    (every job would be).
+    """
+    aborted = read_json(run_dir / "summary.json").get("status") == ABORTED
+    if code and (options.fail_fast or aborted or source.problems):
+        why = ("the job was aborted" if aborted else "the resume was refused" if source.problems
+               else "fail_fast=true")
+        print(colored(f"crude-link: {why}: no later job of the sweep is started", "yellow"),
+              file=sys.stderr)
+        raise SweepEnded(code, ABORTED if aborted else FAILED)
+
+
 # ── Hydra's main ─────────────────────────────────────────────────────────
 
 def _log_to_file_only() -> None:
@@ -4499,7 +4822,6 @@ def _log_to_file_only() -> None:
 
 
 _job_exit_codes: List[int] = []  # the one module global: how exit codes get out of Hydra
-_LAUNCHING_PID = os.getpid()  # a multirun job running elsewhere sees the launcher's pid here
 
 
 def first_failure(codes: Sequence[int]) -> int:
@@ -4533,12 +4855,6 @@ class JobFailed(CompactHydraException):
     """A multirun job failed (Hydra prints only this message; crude-link's report follows)."""
 
 
-def _wants_resume(cfg: DictConfig) -> bool:
-    with contextlib.suppress(OmegaConfBaseException):
-        return OmegaConf.select(cfg, "scheduler.resume", default=False) is True
-    return False
-
-
 # Hydra 1.3 needs version_base="1.3" (without it, it warns and behaves as 1.1 did); Hydra 1.4
 # deprecates the parameter, warning on every run even for None, and has no older behaviour.
 _VERSION_BASE: Dict[str, Any] = (
@@ -4558,13 +4874,18 @@ def main(cfg: DictConfig) -> None:
     getattr(OmegaConf, _REGISTER_RESOLVER)("hydra", _select_hydra, replace=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     made_by_hydra = hydra_made(run_dir)
-    previous = find_latest_run(ROOT / "outputs") if _wants_resume(cfg) else None
-    with _steps_output_dir(steps_output_dir(run_dir, previous)):
+    sweep = _sweep_here()
+    record_sweep_here(sweep, _job_exit_codes)
+    if not sweep and _in_multirun():
+        record_job_process(run_dir)
+    source = (find_resume_source(ROOT / "outputs", ROOT / "multirun") if _wants_resume(cfg)
+              else ResumeFrom())
+    with _steps_output_dir(steps_output_dir(run_dir, source.previous)):
         steps, options, problems = load_config(cfg, ROOT, sys.executable, run_dir)
     plan: Optional[RunPlan] = None
     history = options.history is not None or bool(options.report)  # these run no step
     if not problems and not options.cron and not history:
-        plan, problems = plan_run(steps, options, run_dir, previous, ROOT / "outputs")
+        plan, problems = plan_job(steps, options, run_dir, source, ROOT / "outputs")
     stop = StopRequest()
     if problems or plan is None and not options.cron and not history:
         print_problems(problems)
@@ -4587,8 +4908,11 @@ def main(cfg: DictConfig) -> None:
     _job_exit_codes.append(code)
     if not _in_multirun():  # a sweep's report reads each job's folder: it stays
         remove_unused_run_dir(run_dir, made_by_hydra, ROOT / "outputs")
-    if stop.signum is not None and os.getpid() == _LAUNCHING_PID and _in_multirun():
+    record_sweep_here(sweep, _job_exit_codes)
+    if stop.signum is not None and sweep:
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either
+    if sweep:
+        end_sweep_early(options, run_dir, code, source)
     if code and os.getpid() != _LAUNCHING_PID:
         # A job in a process of its own (submitit on Slurm, say): its exit code would stay
         # there, so fail through Hydra, which raises this in the launching process.
@@ -4666,11 +4990,6 @@ GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude
                       "could finish it"
 
 
-def _job_number(submitit_id: str) -> int:
-    """Return the job number of submitit's job id: 11_3 (array task 3) → 3; 11 → 0."""
-    return int(submitit_id.rsplit("_", 1)[1]) if "_" in submitit_id else 0
-
-
 def _job_overrides(job: Path) -> str:
     """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
     words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
@@ -4684,19 +5003,15 @@ def sweep_report(folder: Path, problems: Mapping[str, str]) -> Tuple[List[str], 
     that left no summary.json failed only if it also left no result: a dry run, or a resume
     with nothing to do, writes no summary and succeeds.
     """
-    slurm = {_job_number(path.name): path for path in (folder / ".submitit").glob("*")
-             if any(path.glob("*_submitted.pkl"))}
+    slurm = slurm_tasks(folder)
     numbers = sorted({int(path.name) for path in folder.iterdir() if path.name.isdigit()}
                      | set(slurm))
     lines, codes = [], []
     for number in numbers:
         job = folder / str(number)
-        summary: Dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            summary = json.loads((job / "summary.json").read_text("utf-8"))
+        summary = read_json(job / "summary.json")
         task = slurm.get(number)
-        problem = (problems.get(task.name.split("_")[0]) or problems.get(task.name)
-                   if task else None)
+        problem = task_problem(problems, task)
         config_error = bool(summary.get("problems"))
         if not problem and not config_error and (
                 summary.get("status") == SUCCEEDED
@@ -4713,12 +5028,44 @@ def sweep_report(folder: Path, problems: Mapping[str, str]) -> Tuple[List[str], 
         else:
             how = GONE_WITHOUT_RESULT
         lines.append(f"  job {number}{_job_overrides(job)}: {how}")
-        if task:
-            lines.extend(f"    Slurm output: {log}" for log in sorted(task.glob("*_log.*")))
+        lines.extend(f"    {'Slurm output' if task else 'output'}: {path}"
+                     for path in job_output(job, task))
     if lines:
         lines.insert(0, f"crude-link: {len(codes)} of {len(numbers)} job(s) failed "
                         f"in {folder}:")
     return lines, codes[0] if codes else EXIT_OK
+
+
+# ── Fail fast on Slurm ───────────────────────────────────────────────────
+
+def wants_fail_fast(sweep: Path) -> bool:
+    """Return whether a sweep was started with scheduler.fail_fast=true (its multirun.yaml)."""
+    with contextlib.suppress(OSError, OmegaConfBaseException, yaml.YAMLError):
+        config = OmegaConf.load(sweep / "multirun.yaml")
+        return OmegaConf.select(config, "scheduler.fail_fast", default=False) is True
+    return False
+
+
+def array_tasks(job: str) -> List[str]:
+    """Return the task ids squeue's row of pending array tasks means: 11_[2-3,5] → 11_2..."""
+    match = re.fullmatch(r"(\d+)_\[([\d,-]+)\]", job)
+    if match is None:
+        return [job]
+    tasks = []
+    for part in match[2].split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{match[1]}_{n}" for n in range(int(first), int(last or first) + 1)]
+    return tasks
+
+
+def fail_fast_problems(sweep: Path, queued: Sequence[Tuple[str, str, str]]) -> Dict[str, str]:
+    """Return task id → why, for the queued jobs fail_fast cancels now; {} if none is to be."""
+    failed = [job for job in read_json(sweep / "summary.json").get("jobs") or []
+              if job.get("status") in (FAILED, TIMED_OUT, ABORTED)]
+    if not failed or not queued or not wants_fail_fast(sweep):
+        return {}
+    why = f"cancelled: fail_fast=true, after job {failed[0].get('number')} failed"
+    return {task: why for job, _, _ in queued for task in array_tasks(job)}
 
 
 # ── The sweep watch ──────────────────────────────────────────────────────
@@ -4754,11 +5101,14 @@ class SweepWatch:
         self.own_folder = own_folder  # False: the user set hydra.sweep.dir; we cannot find it
         self.problems: Dict[str, str] = {}  # Slurm job (or array) id → why it has no result
         self.gave_up = False
+        self.slurm = False  # squeue is there to look at
+        self.failed_fast = False  # fail_fast has cancelled the sweep's other jobs
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def __enter__(self) -> "SweepWatch":
-        if self.own_folder and shutil.which("squeue"):
+        self.slurm = bool(shutil.which("squeue"))
+        if self.own_folder:  # also to keep the sweep's summary.json of jobs run elsewhere
             self._thread = threading.Thread(target=self._watch, name="sweep-watch",
                                             daemon=True)
             self._thread.start()
@@ -4781,7 +5131,11 @@ class SweepWatch:
         since: Optional[float] = None
         while not self._done.wait(SWEEP_POLL):
             folder = self.sweep_dir()
-            jobs = self.queued(folder) if folder else None
+            if folder is not None and (folder / ".submitit").is_dir():
+                record_sweep(folder, [], self.problems)  # its jobs run in other processes
+            jobs = self.queued(folder) if folder and self.slurm else None
+            if folder and jobs and not self.failed_fast:
+                self._fail_fast(folder, jobs)
             if folder is None or jobs is None:
                 continue
             for job, state, reason in jobs:
@@ -4803,6 +5157,14 @@ class SweepWatch:
                 # launching process handles (SIGINT may be ignored, in a background job).
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+
+    def _fail_fast(self, folder: Path, jobs: List[Tuple[str, str, str]]) -> None:
+        """With fail_fast, once a job has failed cancel the others (they end interrupted)."""
+        cancelled = fail_fast_problems(folder, jobs)
+        if cancelled:
+            self.failed_fast = True
+            self.problems.update(cancelled)
+            self.cancel(signal.SIGTERM)
 
     def _problem(self, job: str) -> Optional[str]:
         return self.problems.get(job.split("_")[0]) or self.problems.get(job)
@@ -4852,12 +5214,6 @@ class SweepWatch:
         """Return the sweep report of this process's sweep folder, with what the watch saw."""
         folder = self.sweep_dir()
         return sweep_report(folder, self.problems) if folder else ([], EXIT_OK)
-
-
-def _sent_to_slurm(folder: Path) -> bool:
-    """Return whether the sweep's jobs went to Slurm: submitit wrote an sbatch script."""
-    return any("#SBATCH" in _read_text(script)
-               for script in (folder / ".submitit").glob("*/*_submission.sh"))
 
 
 # ── Notifications: the sweep's ───────────────────────────────────────────
@@ -4936,6 +5292,7 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
 
 
 # ── A sweep, from the launching process ──────────────────────────────────
+# ── A sweep, from the launching process ───────────────────────────────────
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
@@ -4952,9 +5309,12 @@ def run_sweep(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> in
     signal.signal(signal.SIGHUP, stopped)
     hydra_code: Any = EXIT_OK
     stop_code = None
+    ended: Optional[SweepEnded] = None
     try:
         with watch:
             main()
+    except SweepEnded as end:
+        ended = end
     except SystemExit as hydra_exit:
         hydra_code = hydra_exit.code
         reported = report_hydra_error(hydra_exit, held, ROOT / "multirun") if held else None
@@ -4969,8 +5329,17 @@ def run_sweep(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> in
     lines, failed = watch.report()
     for line in lines:
         print(line, file=sys.stderr)
-    if stop_code is not None:
-        return stop_code
+    code = stop_code if stop_code is not None else _sweep_exit_code(watch, failed, hydra_code)
+    folder = watch.sweep_dir()
+    if folder is not None:
+        status = (INTERRUPTED if stop_code is not None else ended.status if ended
+                  else SUCCEEDED if code == EXIT_OK else FAILED)
+        record_sweep(folder, _job_exit_codes, watch.problems, status, code)
+    return code
+
+
+def _sweep_exit_code(watch: SweepWatch, failed: int, hydra_code: Any) -> int:
+    """Return the exit code of a sweep that was not stopped, from its jobs and from Hydra."""
     jobs = first_failure(_job_exit_codes)
     if jobs or failed:
         return jobs or failed

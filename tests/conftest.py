@@ -174,7 +174,8 @@ def new_run(project: Path, known: Iterable[Path]) -> Path:
 
 def sweep_folder(project: Path) -> Path:
     """Return the project's one sweep folder, multirun/<date>/<HH-MM-SS>-<pid>."""
-    found = sorted(path for path in project.glob("multirun/*/*") if path.is_dir())
+    found = sorted(path for path in project.glob("multirun/*/*")
+                   if path.is_dir() and path.parent.name != "latest")  # multirun/latest/0
     assert len(found) == 1, f"expected one sweep folder, found {found}"
     assert re.fullmatch(rf"{re.escape(str(project))}/multirun/\d{{4}}-\d\d-\d\d/"
                         rf"\d\d-\d\d-\d\d-\d+", str(found[0])), found[0]

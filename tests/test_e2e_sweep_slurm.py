@@ -143,7 +143,8 @@ class Sweep:
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"the sweep ended early: {self.output()}"
-            folders = [path for path in self.project.glob("multirun/*/*") if path.is_dir()]
+            folders = [path for path in self.project.glob("multirun/*/*")
+                       if path.is_dir() and path.parent.name != "latest"]
             if len(folders) != 1:
                 return False
             logs = [folders[0] / str(n) / "01-fate.log" for n in range(jobs)]
@@ -544,7 +545,7 @@ def test_a_job_with_a_config_error_fails_the_sweep_with_exit_2(
     make_project: Any, slurm: Any, tmp_path: Path
 ) -> None:
     """A config error is found in the job, on the node: it fails through Hydra too, and the
-    report names the job and its scheduler.log (it has no summary.json)."""
+    report names the job and its scheduler.log (its summary.json holds the problems)."""
     project = project_with(make_project, CONFIG % "")
     result = run_scheduler(project, "-m", LAUNCHER, "+scheduler.kill_grace=1,-1")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -557,4 +558,6 @@ def test_a_job_with_a_config_error_fails_the_sweep_with_exit_2(
         *slurm_lines(folder, 1),
     ], result.stderr
     assert load_json(folder / "0" / "summary.json")["status"] == "succeeded"
-    assert not (folder / "1" / "summary.json").exists()
+    recorded = load_json(folder / "1" / "summary.json")  # the config error, as data
+    assert recorded["exit_code"] == 2 and recorded["steps"] == []
+    assert any("kill_grace" in problem for problem in recorded["problems"])
