@@ -3950,6 +3950,7 @@ def run_guarded(pipeline: Pipeline, record: RunRecord, selected: List[PlannedSte
 REUSED = "reused"  # a resumed run's step that an earlier run ran (a mark, not a status)
 DAMAGED = "damaged"  # the history's status for a summary.json that cannot be read
 # One mark per step: each one column wide in any terminal, font or mail.
+MULTIRUN = "multirun"  # a history entry for a sweep folder's own summary.json
 STEP_MARKS = {SUCCEEDED: "✓", FAILED: "✗", TIMED_OUT: "T", INTERRUPTED: "!", RUNNING: "▸",
               REUSED: "↺", SKIPPED: "-", NOT_RUN: "."}
 UNKNOWN_MARK = "?"
@@ -3983,8 +3984,11 @@ def history_step(raw: Any, position: int) -> Dict[str, Any]:
 def history_row(entry: Mapping[str, Any]) -> Dict[str, Any]:
     """Return one history row from a run's entry: folder, kind, summary or problem, overrides.
 
-    A summary that cannot be read (problem) or is not a summary gives a `damaged` row.
+    A summary that cannot be read (problem) or is not a summary gives a `damaged` row. A
+    sweep's own entry (kind multirun) has one mark per job; its jobs' rows follow it.
     """
+    if entry.get("kind") == MULTIRUN and isinstance(entry.get("summary"), dict):
+        return _sweep_row(entry)
     summary = entry.get("summary")
     problem = entry.get("problem") or summary_problem(summary)
     summary = summary if isinstance(summary, dict) and not problem else {}
@@ -4004,6 +4008,26 @@ def history_row(entry: Mapping[str, Any]) -> Dict[str, Any]:
         "max_rss_kb": top["max_rss_kb"] if top else None,
         "rss_floor_kb": top["rss_floor_kb"] if top else None,
         "problem": problem, "steps": steps, "summary_md": bool(entry.get("summary_md")),
+        "in_sweep": entry.get("in_sweep"),  # the sweep folder a job's row is listed under
+    }
+
+
+def _sweep_row(entry: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return the history row of a sweep folder's own summary.json: one mark per job."""
+    summary: Dict[str, Any] = dict(entry["summary"])
+    jobs = [job for job in summary.get("jobs") or [] if isinstance(job, dict)]
+    marks = "".join(STEP_MARKS.get(REUSED if job.get("reused_from") and job.get("status")
+                                   == SUCCEEDED else str(job.get("status")), UNKNOWN_MARK)
+                    for job in jobs)
+    return {
+        "started": _str_or_none(summary.get("started")), "folder": entry.get("folder", ""),
+        "in_sweep": None, "kind": MULTIRUN,
+        "status": _str_or_none(summary.get("status")) or UNKNOWN_MARK,
+        "exit_code": _whole(summary.get("exit_code")),
+        "duration_s": seconds_between(summary.get("started"), summary.get("finished")),
+        "marks": marks or UNKNOWN_MARK, "overrides": [], "cpu_s": None, "max_rss_kb": None,
+        "rss_floor_kb": None, "problem": None, "steps": [], "summary_md": False,
+        "jobs": len(jobs),
     }
 
 
@@ -4021,12 +4045,15 @@ def _when_row(row: Mapping[str, Any]) -> str:
 
 
 def _kind_text(row: Mapping[str, Any]) -> str:
+    if row["kind"] == MULTIRUN:
+        return f"sweep of {row.get('jobs', 0)}"
     return "sweep job" if row["kind"] == "sweep" else "run"
 
 
 def _history_cells(row: Mapping[str, Any]) -> List[str]:
     note = f"({row['problem']})" if row["problem"] else ""
-    return [_when_row(row), row["folder"], _kind_text(row), row["status"],
+    folder = f"  └ {row['folder']}" if row.get("in_sweep") else row["folder"]
+    return [_when_row(row), folder, _kind_text(row), row["status"],
             "-" if row["exit_code"] is None else str(row["exit_code"]),
             format_duration(row["duration_s"]), row["marks"],
             " ".join([*row["overrides"], note]).strip()]
@@ -4368,6 +4395,8 @@ def find_runs(root: Path) -> List[Tuple[Tuple[str, str], str, Path]]:
     found += [((path.parts[-4], path.parts[-3][:8]), "sweep", path.parent)
               for path in root.glob("multirun/*/*/*/summary.json")
               if LATEST_LINK not in path.parts[-4:-2]]
+    found += [((path.parts[-3], path.parts[-2][:8]), MULTIRUN, path.parent)
+              for path in root.glob("multirun/*/*/summary.json") if path.parts[-3] != LATEST_LINK]
     return found
 
 
@@ -4393,6 +4422,13 @@ def read_history(root: Path, count: int) -> List[Dict[str, Any]]:
     same second are put in order by the start time their summaries record.
     """
     found = sorted(find_runs(root), key=lambda item: item[0], reverse=True)
+    # A sweep with a summary.json of its own is one entry, its jobs listed under it.
+    sweeps = {folder for _, kind, folder in found if kind == MULTIRUN}
+    jobs: Dict[Path, List[Path]] = {}
+    for _, kind, folder in found:
+        if kind == "sweep" and folder.parent in sweeps:
+            jobs.setdefault(folder.parent, []).append(folder)
+    found = [item for item in found if not (item[1] == "sweep" and item[2].parent in sweeps)]
     if count and len(found) > count:
         cut = found[count - 1][0]
         found = [item for number, item in enumerate(found) if number < count or item[0] == cut]
@@ -4403,7 +4439,17 @@ def read_history(root: Path, count: int) -> List[Dict[str, Any]]:
         started = summary.get("started") if isinstance(summary, dict) else None
         entries.append((second, str(started or ""), entry))
     entries.sort(key=lambda item: item[:2], reverse=True)
-    return [entry for _, _, entry in entries][:count or None]
+    listed = []
+    for _, _, entry in entries[:count or None]:
+        listed.append(entry)
+        sweep = root / entry["folder"]
+        for folder in sorted(jobs.get(sweep, []), key=lambda job: _job_sort_key(job.name)):
+            listed.append({**read_run(root, "sweep", folder), "in_sweep": entry["folder"]})
+    return listed
+
+
+def _job_sort_key(name: str) -> Tuple[int, str]:
+    return (int(name), "") if name.isdigit() else (1 << 30, name)
 
 
 def run_history(options: SchedulerOptions, root: Path) -> int:

@@ -117,7 +117,9 @@ def rel(runs: Dict[str, Any], folder: Path) -> str:
 
 
 def newest_first(runs: Dict[str, Any]) -> List[str]:
-    return [rel(runs, runs["jobs"][1]), rel(runs, runs["jobs"][0])] + [
+    """Return the history's folders: the sweep is one entry, its jobs under it in order."""
+    return [rel(runs, runs["jobs"][0].parent), rel(runs, runs["jobs"][0]),
+            rel(runs, runs["jobs"][1])] + [
         rel(runs, runs[name]) for name in ("timeout", "failed", "good", "damaged")]
 
 
@@ -220,30 +222,35 @@ def test_history_table(nights: Dict[str, Any]) -> None:
 def test_history_shows_the_newest_n(nights: Dict[str, Any]) -> None:
     result = history(nights, "scheduler.history=3")
     rows = result.stdout.splitlines()[1:-1]
-    assert [folder_of(row) for row in rows] == newest_first(nights)[:3]
+    assert [folder_of(row) for row in rows] == newest_first(nights)[:5]  # a sweep and its jobs
+    assert "sweep of 2" in rows[0] and "└" not in rows[0]  # the sweep: one entry...
+    assert all(f"└ {folder_of(row)}  sweep job" in row for row in rows[1:3])  # ...its jobs
 
 
 def test_history_as_json(nights: Dict[str, Any]) -> None:
     result = history(nights, "scheduler.history=0", "scheduler.history_format=json")
     data = json.loads(result.stdout)
     assert [row["folder"] for row in data] == newest_first(nights)
-    failed = data[3]
+    failed = data[4]
     assert (failed["status"], failed["exit_code"], failed["marks"]) == ("failed", 3, "✓✓✗.")
     assert [s["status"] for s in failed["steps"]] == ["succeeded", "succeeded", "failed",
                                                       "not_run"]
-    assert data[4]["steps"][1]["max_rss_kb"] >= 150 * 1024  # the largest of its attempts
-    assert data[0]["kind"] == "sweep" and data[5]["status"] == "damaged"
+    assert data[5]["steps"][1]["max_rss_kb"] >= 150 * 1024  # the largest of its attempts
+    assert (data[0]["kind"], data[0]["status"], data[0]["marks"]) == ("multirun", "succeeded",
+                                                                     "✓✓")
+    assert data[1]["kind"] == "sweep" and data[1]["in_sweep"] == data[0]["folder"]
+    assert data[6]["status"] == "damaged"
 
 
 def test_history_as_csv_and_markdown(nights: Dict[str, Any]) -> None:
     result = history(nights, "scheduler.history=10", "scheduler.history_format=csv")
     parsed = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["folder"] for row in parsed] == newest_first(nights)
-    assert parsed[2]["steps"] == "prep=succeeded burn=succeeded train=succeeded deploy=timed_out"
-    assert parsed[2]["exit_code"] == "124"
+    assert parsed[3]["steps"] == "prep=succeeded burn=succeeded train=succeeded deploy=timed_out"
+    assert parsed[3]["exit_code"] == "124"
     result = history(nights, "scheduler.history=10", "scheduler.history_format=markdown")
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 6 and table[1].startswith("| --- |")
+    assert len(table) == 2 + 7 and table[1].startswith("| --- |")
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -424,21 +424,24 @@ def make_runs(root: Path, count: int) -> None:
 def test_read_history_of_two_thousand_runs(tmp_path: Path) -> None:
     make_runs(tmp_path, 2000)
     newest = scheduler.read_history(tmp_path, 20)
-    assert [e["folder"] for e in newest[:2]] == ["multirun/2026-11-30/23-59-59-7/1",
-                                                "multirun/2026-11-30/23-59-59-7/0"]
-    assert [e["kind"] for e in newest[:3]] == ["sweep", "sweep", "run"]
-    assert newest[0]["overrides"] == ["lr=0.2"]
-    assert len(newest) == 20
-    assert newest[2]["folder"] == "outputs/2026-11-02/00-16-39-2999"
-    assert newest[2]["overrides"] == ["seed=1999"]
+    # The sweep is one entry (its own summary.json), its jobs listed under it in order.
+    assert [e["folder"] for e in newest[:3]] == ["multirun/2026-11-30/23-59-59-7",
+                                                "multirun/2026-11-30/23-59-59-7/0",
+                                                "multirun/2026-11-30/23-59-59-7/1"]
+    assert [e["kind"] for e in newest[:4]] == ["multirun", "sweep", "sweep", "run"]
+    assert newest[2]["overrides"] == ["lr=0.2"]
+    assert newest[1]["in_sweep"] == newest[2]["in_sweep"] == "multirun/2026-11-30/23-59-59-7"
+    assert len(newest) == 20 + 2  # 20 entries, and the sweep's jobs under it
+    assert newest[3]["folder"] == "outputs/2026-11-02/00-16-39-2999"
+    assert newest[3]["overrides"] == ["seed=1999"]
     everything = scheduler.read_history(tmp_path, 0)
-    assert len(everything) == 2002
+    assert len(everything) == 2003
     damaged = [e for e in everything if e["problem"]]
     assert len(damaged) == 4 and all("half-written" in e["problem"] for e in damaged)
     rows = [scheduler.history_row(e) for e in everything]
     assert sum(row["status"] == "failed" for row in rows) == len(
         [n for n in range(2000) if n % 7 == 0 and n % 500 != 3])
-    assert len(scheduler.format_history(rows).splitlines()) == 2002 + 2
+    assert len(scheduler.format_history(rows).splitlines()) == 2003 + 2
 
 
 def test_runs_of_the_same_second_in_start_order(tmp_path: Path) -> None:
