@@ -577,9 +577,13 @@ def test_no_crontab_command_is_an_error(
 # ── scheduler.quiet ──────────────────────────────────────────────────────
 
 
+PEAK_MEMORY = re.compile(r"≤?\d+(?:\.\d+)? [KMG]iB")  # the final table's peak memory
+
+
 def comparable_lines(output: str, project: Path) -> List[str]:
     """Return output's lines without what differs between two runs: folders and timings."""
     text = output.replace(str(run_folder(project)), "<run>").replace(str(project), "<root>")
+    text = PEAK_MEMORY.sub("<memory>", text)  # differs between two runs too
     return [" ".join(DURATION.sub("<time>", line).split()) for line in text.splitlines()]
 
 

@@ -147,7 +147,9 @@ def test_summary_records_cpu_time_and_peak_memory(nights: Dict[str, Any]) -> Non
     for entry in steps:
         assert [len(entry[key]) for key in scheduler.COST_KEYS] == [1, 1, 1, 1]
         assert entry["cpu_user_s"][0] > 0 and entry["max_rss_kb"][0] > 0
-        assert 0 < entry["rss_floor_kb"][0] < 150 * 1024
+        # The floor is what the scheduler's process had when it started the step: Linux
+        # counts it in the step's peak (fork), so it holds what the caller had (pytest).
+        assert entry["rss_floor_kb"][0] > 0
 
 
 def test_a_child_the_step_waited_for_counts(nights: Dict[str, Any]) -> None:
@@ -171,7 +173,7 @@ def test_final_table_shows_peak_memory(nights: Dict[str, Any]) -> None:
     header = next(line for line in lines if line.startswith("#  step"))
     assert header.split()[4:8] == ["duration", "peak", "mem", "log"]
     burn = next(line for line in lines if line.startswith("2  burn"))
-    assert "MiB" in burn and float(burn.split("MiB")[0].split()[-1]) >= 150
+    assert "MiB" in burn and float(burn.split("MiB")[0].split()[-1].lstrip("≤")) >= 150
 
 
 def test_every_run_writes_summary_md(nights: Dict[str, Any]) -> None:
