@@ -2623,6 +2623,29 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+def read_json(path: Path) -> Dict[str, Any]:
+    """Return a JSON object from a file, or {} if it is missing, unreadable or no object."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text("utf-8"))
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def read_overrides(folder: Path) -> List[str]:
+    """Return the overrides a run was given, from Hydra's .hydra/overrides.yaml ([] if none).
+
+    A file that is no YAML list (cut off, say) still gives its `- ` lines.
+    """
+    text = _read_text(folder / ".hydra" / "overrides.yaml")
+    if not text.strip():
+        return []
+    try:
+        words = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    except yaml.YAMLError:
+        words = re.findall(r"^- (.*)$", text, re.MULTILINE)
+    return [str(word) for word in words] if isinstance(words, list) else []
+
+
 # ── Run record: summary.json ─────────────────────────────────────────────
 
 class RunRecord:
@@ -3399,12 +3422,8 @@ def choose_prunable(runs: Sequence[RunFolder], keep: Keep, now: datetime,
 
 def _read_run_summary(path: Path) -> Optional[Dict[str, Any]]:
     """Return a summary.json that crude-link wrote (status and steps), or None."""
-    try:
-        summary = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str) \
-            or not isinstance(summary.get("steps"), list):
+    summary = read_json(path)
+    if not isinstance(summary.get("status"), str) or not isinstance(summary.get("steps"), list):
         return None
     return summary
 
@@ -4372,18 +4391,6 @@ def mask_override(override: str) -> str:
     return f"{key}={MASK}" if equals and is_secret_key(key) else override
 
 
-def read_overrides(folder: Path) -> List[str]:
-    """Return the overrides a run was given, from Hydra's .hydra/overrides.yaml ([] if none)."""
-    text = _read_text(folder / ".hydra" / "overrides.yaml")
-    if not text.strip():
-        return []
-    try:
-        words = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
-    except yaml.YAMLError:
-        words = re.findall(r"^- (.*)$", text, re.MULTILINE)
-    return [mask_override(str(word)) for word in words] if isinstance(words, list) else []
-
-
 def find_runs(root: Path) -> List[Tuple[Tuple[str, str], str, Path]]:
     """Return (date and second from its folder names, kind, folder) of each recorded run.
 
@@ -4404,7 +4411,7 @@ def read_run(root: Path, kind: str, folder: Path) -> Dict[str, Any]:
     """Return a run's history entry: its summary.json (or why it is unreadable), overrides."""
     entry: Dict[str, Any] = {"folder": folder.relative_to(root).as_posix(), "kind": kind,
                              "summary": None, "problem": None,
-                             "overrides": read_overrides(folder),
+                             "overrides": [mask_override(word) for word in read_overrides(folder)],
                              "summary_md": (folder / SUMMARY_MD).is_file()}
     try:
         entry["summary"] = json.loads((folder / "summary.json").read_bytes())
@@ -4622,23 +4629,6 @@ JOB_FILE = "job.json"  # in the run folder of a job run in a process of its own 
 ENDED_STATES = (FAILED, TIMED_OUT, INTERRUPTED, RUNNING)  # a step a job ended or stopped at
 
 
-def read_json(path: Path) -> Dict[str, Any]:
-    """Return a JSON object from a file, or {} if it is missing, unreadable or no object."""
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads(path.read_text("utf-8"))
-        return data if isinstance(data, dict) else {}
-    return {}
-
-
-def job_overrides(job: Path) -> List[str]:
-    """Return what a sweep's job was run with, from Hydra's .hydra/overrides.yaml there."""
-    with contextlib.suppress(yaml.YAMLError):
-        words = yaml.safe_load(_read_text(job / ".hydra" / "overrides.yaml"))
-        if isinstance(words, list):
-            return [str(word) for word in words]
-    return []
-
-
 def job_output(job: Path, task: Optional[Path]) -> List[str]:
     """Return the files that hold a job's output, as the launcher kept them (submitit's)."""
     if task is not None:
@@ -4696,7 +4686,7 @@ def job_entry(sweep: Path, number: int, planned: Optional[List[str]], code: Opti
     """
     folder = sweep / str(number)
     summary = read_json(folder / "summary.json")
-    entry: Dict[str, Any] = {"number": number, "overrides": job_overrides(folder) or planned or [],
+    entry: Dict[str, Any] = {"number": number, "overrides": read_overrides(folder) or planned or [],
                              "run_dir": str(folder), "status": NOT_RUN, "exit_code": None,
                              "failed_step": None}
     steps = summary.get("steps") or []
@@ -5038,7 +5028,7 @@ GONE_WITHOUT_RESULT = "ended without a result: cancelled, or killed before crude
 
 def _job_overrides(job: Path) -> str:
     """Return ' (lr=0.1 seed=2)': what the job was run with, from Hydra's record of it."""
-    words = re.findall(r"^- (.*)$", _read_text(job / ".hydra" / "overrides.yaml"), re.MULTILINE)
+    words = read_overrides(job)
     return f" ({' '.join(words)})" if words else ""
 
 
@@ -5279,9 +5269,7 @@ def report_sweep(watch: SweepWatch, code: int) -> int:
         tries = send_notifications(options.notify, outcome, run_id(folder))
         if tries:
             summary = folder / "summary.json"
-            data: Dict[str, Any] = {}
-            with contextlib.suppress(OSError, ValueError):
-                data = json.loads(summary.read_text("utf-8"))
+            data = read_json(summary)
             data["notifications"] = data.get("notifications", []) + tries
             write_text_atomic(summary, json.dumps(data, indent=1) + "\n")
     except Exception as error:  # the sweep's exit code is decided; never lose it here
@@ -5311,9 +5299,7 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
     """Return a sweep's outcome from its jobs' summaries: one line per job, the first failure."""
     table, first = [], None
     for job in jobs:
-        summary: Dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            summary = json.loads((job / "summary.json").read_text("utf-8"))
+        summary = read_json(job / "summary.json")
         status = summary.get("status", "no summary")
         line = f"job {job.name}{_job_overrides(job)}: {status}"
         if summary:
