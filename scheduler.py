@@ -5654,8 +5654,15 @@ def _main(argv: List[str]) -> int:
     sys.stderr = held = HeldErrorReport(sys.stderr)
     if not PRINTING_FLAGS & set(argv):
         return _run_main(argv, ours, held)
-    with shared_config_store():  # Hydra prints, and launches nothing
-        return _run_main(argv, ours, held)
+    try:  # Hydra prints, and launches nothing
+        with shared_config_store():
+            code = _run_main(argv, ours, held)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head -1`: the reader has seen enough
+        sys.stderr = held.stream
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    return code
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import run_scheduler
+from conftest import run_scheduler, scheduler_command, scheduler_env
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +186,17 @@ def test_hydra_help_lists_a_nested_group_and_hydras_own(project: Path) -> None:
     assert "hydra/help: crude_link, default" in hydra_groups
     listed = [line.split(":")[0] for line in app_groups.splitlines() if ": " in line]
     assert listed == ["db", "db/replica"], app_groups
+
+
+@pytest.mark.parametrize("flag", ["--help", "--hydra-help", "--info"])
+def test_a_reader_that_stops_early_sees_no_traceback(project: Path, flag: str) -> None:
+    """`python scheduler.py --help | head -1`: the reader is gone before the help is written."""
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(scheduler_command(project, flag), cwd=project.parent,
+                          stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE,
+                          env=scheduler_env(), encoding="utf-8") as child:
+        os.close(write_end)
+        os.close(read_end)  # before Hydra has even been imported
+        _, errors = child.communicate(timeout=60)
+    assert child.returncode == 0, errors
+    assert errors == ""
