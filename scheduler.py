@@ -64,7 +64,8 @@ Sections, in the order one run meets them (the function to read first):
   Notifications: the sweep's               report_sweep (the sweep told once)
   A sweep, from the launching process      run_multirun
   Command line                             help_text, register_help
-  Command line: where Hydra looks          ProjectConfigSource (skips venvs, run folders)
+  Command line: where Hydra looks          ProjectConfigSource (skips venvs, run folders),
+                                           shared_config_store (help's ~50 copies of it)
   Command line: Hydra's argv, and _main    _main(argv), default_overrides, with_overrides
 """
 
@@ -5460,9 +5461,9 @@ def register_help() -> List[str]:
     return ["hydra/help=crude_link", "hydra/hydra_help=crude_link"]
 
 
-# crude-link's own folders beside config.yaml: thousands of run folders, no config group.
 # ── Command line: where Hydra looks for configs ──────────────────────────
 
+# crude-link's own folders beside config.yaml: thousands of run folders, no config group.
 RUN_FOLDERS = frozenset(["outputs", "multirun"])
 
 # A folder holding one of these is a virtual environment (venv, conda) or a run folder.
@@ -5508,6 +5509,29 @@ def register_config_source() -> None:
     """Make Hydra read config.yaml's folder through ProjectConfigSource (in this process)."""
     Plugins.instance().register(ProjectConfigSource)
     Plugins.instance().register(ProjectSearchPath)
+
+
+# The flags with which Hydra only prints (and exits 0) and never launches a job.
+PRINTING_FLAGS = frozenset(["--help", "-h", "--hydra-help", "--info", "-i"])
+
+
+@contextlib.contextmanager
+def shared_config_store() -> Iterator[None]:
+    """Let copies of Hydra's config repository share its ConfigStore, inside the block.
+
+    Hydra lists the config groups for --help and --hydra-help whatever the template shows,
+    through a fresh deep copy of its config repository for every group it asks about: some
+    50 copies, in Hydra 1.3 each of them mostly the ConfigStore (Hydra's own configs: ~3 ms
+    a copy; 1.4's sources no longer hold it), which none changes (ConfigStore.load hands out
+    copies). A launcher copies the store on purpose (Singleton.get_state, to pickle it): for
+    the printing flags alone, which launch nothing.
+    """
+    store = ConfigStore.instance()
+    setattr(store, "__deepcopy__", lambda memo: store)  # noqa: B010 - copy looks it up here
+    try:
+        yield
+    finally:
+        delattr(store, "__deepcopy__")
 
 
 # ── Command line: Hydra's argv, and _main ────────────────────────────────
@@ -5596,19 +5620,8 @@ def with_option_overrides(argv: List[str], configured: Sequence[str]) -> List[st
     return loosened
 
 
-def _main(argv: List[str]) -> int:
-    """Run crude-link with this command line (without the program name); return the exit code."""
-    try:
-        text = check_config_file(argv, ROOT)
-    except SystemExit as refused:
-        return int(refused.code or 0)
-    ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
-    register_config_source()
-    sys.argv[1:] = with_overrides(with_option_overrides(argv, configured_options(text)),
-                                  [*register_help(), *ours, *printed_output_dir(argv, ours)])
-    gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
-    gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
-    sys.stderr = held = HeldErrorReport(sys.stderr)
+def _run_main(argv: List[str], ours: Sequence[str], held: HeldErrorReport) -> int:
+    """Run Hydra's main (or a multirun) on sys.argv as set; return the exit code."""
     if "-m" in argv or "--multirun" in argv:
         # The sweep folder is crude-link's (named by this pid) unless the user set one.
         own = any(override.startswith("hydra.sweep.dir=") for override in ours)
@@ -5624,6 +5637,32 @@ def _main(argv: List[str]) -> int:
         code = hydra_exit.code
         return EXIT_CONFIG_ERROR if code == 1 else code if isinstance(code, int) else EXIT_FAILED
     return first_failure(_job_exit_codes)
+
+
+def _main(argv: List[str]) -> int:
+    """Run crude-link with this command line (without the program name); return the exit code."""
+    try:
+        text = check_config_file(argv, ROOT)
+    except SystemExit as refused:
+        return int(refused.code or 0)
+    ours = default_overrides(argv, ROOT, os.getpid(), configured_run_dirs(text))
+    register_config_source()
+    sys.argv[1:] = with_overrides(with_option_overrides(argv, configured_options(text)),
+                                  [*register_help(), *ours, *printed_output_dir(argv, ours)])
+    gc.freeze()  # the modules and all they made: no garbage, and the collector back on for
+    gc.enable()  # what Hydra's two compositions throw away (a higher peak RSS otherwise)
+    sys.stderr = held = HeldErrorReport(sys.stderr)
+    if not PRINTING_FLAGS & set(argv):
+        return _run_main(argv, ours, held)
+    try:  # Hydra prints, and launches nothing
+        with shared_config_store():
+            code = _run_main(argv, ours, held)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head -1`: the reader has seen enough
+        sys.stderr = held.stream
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    return code
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ the path grew too long. (How fast: tests/benchmarks/bench.py, help against a dry
 
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import run_scheduler
+from conftest import run_scheduler, scheduler_command, scheduler_env
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +123,80 @@ def test_help_from_another_folder_under_cron_like_env(project: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "db: mysql, postgresql" in result.stdout
     assert os.path.isdir(project / "outputs")
+
+
+def clean_copy(project: Path, name: str, with_group: bool) -> Path:
+    """Return a project beside this one with its scheduler and config and no clutter: a
+    name as long as the project's, so that --info's tables come out as wide."""
+    assert len(name) == len(project.name)
+    folder = project.parent / name
+    folder.mkdir()
+    shutil.copy(project / "scheduler.py", folder)
+    shutil.copytree(project / "tasks", folder / "tasks")
+    if with_group:
+        shutil.copy(project / "config.yaml", folder)
+        shutil.copytree(project / "db", folder / "db")
+    else:
+        (folder / "config.yaml").write_text("steps:\n  - script: tasks/fate.py\n")
+    return folder
+
+
+def printed(project: Path, *args: str) -> str:
+    """Return what a printing flag wrote, the project's path and the pid left out."""
+    result = run_scheduler(project, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    return re.sub(r"\}-\d+'", "}-<pid>'", result.stdout.replace(str(project), "<project>"))
+
+
+@pytest.mark.parametrize("with_group", [True, False])
+def test_help_is_the_same_with_or_without_clutter_and_groups(
+        project: Path, with_group: bool) -> None:
+    clean = clean_copy(project, "pro2", with_group)
+    text = printed(project, "--help")
+    assert text == printed(clean, "--help")
+    assert text.startswith("crude-link: run the steps listed in config.yaml")
+    assert text.endswith("Hydra's own flags and help: python scheduler.py --hydra-help\n")
+
+
+@pytest.mark.parametrize("flag", ["--hydra-help", "--info"])
+def test_hydra_help_and_info_are_the_same_with_or_without_clutter(
+        project: Path, flag: str) -> None:
+    assert printed(project, flag) == printed(clean_copy(project, "pro2", True), flag)
+
+
+def test_info_prints_hydras_sections(project: Path) -> None:
+    text = printed(project, "--info")
+    sections = ["Installed Hydra Plugins", "Config search path", "Defaults Tree",
+                "Defaults List", "Config"]
+    at = [text.find(f"\n{section}\n") for section in sections]
+    assert -1 not in at and at == sorted(at), text
+    assert "ProjectConfigSource" in text
+    assert "| main     | crude-link://<project>" in text
+    assert "db/postgresql" in text.split("\nDefaults List\n", 1)[1]
+    assert "driver: postgresql" in text.split("\nConfig\n", 1)[1]
+
+
+def test_hydra_help_lists_a_nested_group_and_hydras_own(project: Path) -> None:
+    (project / "db" / "replica").mkdir()
+    (project / "db" / "replica" / "fast.yaml").write_text("a: 1\n")
+    text = printed(project, "--hydra-help")
+    hydra_groups, app_groups = text.split("== The app's configuration groups ==", 1)
+    assert "hydra/job_logging: default, disabled, none, stdout" in hydra_groups
+    assert "hydra/help: crude_link, default" in hydra_groups
+    listed = [line.split(":")[0] for line in app_groups.splitlines() if ": " in line]
+    assert listed == ["db", "db/replica"], app_groups
+
+
+@pytest.mark.parametrize("flag", ["--help", "--hydra-help", "--info"])
+def test_a_reader_that_stops_early_sees_no_traceback(project: Path, flag: str) -> None:
+    """`python scheduler.py --help | head -1`: the reader is gone before the help is written."""
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(scheduler_command(project, flag), cwd=project.parent,
+                          stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE,
+                          env=scheduler_env(), encoding="utf-8") as child:
+        os.close(write_end)
+        os.close(read_end)  # before Hydra has even been imported
+        _, errors = child.communicate(timeout=60)
+    assert child.returncode == 0, errors
+    assert errors == ""

@@ -1,5 +1,6 @@
 """Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
 
+import copy
 import gc
 import json
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -652,6 +654,15 @@ def test_a_run_dir_set_in_the_config_wins(tmp_path: Path) -> None:
     assert run_dirs(["--config-name", "missing"]) == []
     assert scheduler.default_overrides([], Path("/r"), 1, ["hydra.run.dir"]) == [
         "hydra.sweep.dir='/r/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-1'"]
+
+
+def test_the_config_store_is_shared_by_copies_inside_the_block_only() -> None:
+    store = ConfigStore.instance()
+    repository = {"sources": [store]}  # what Hydra's repository copy reaches it through
+    with scheduler.shared_config_store():
+        assert copy.deepcopy(repository)["sources"][0] is store
+    assert copy.deepcopy(repository)["sources"][0] is not store  # a launcher's pickled state
+    assert "__deepcopy__" not in vars(store)
 
 
 def test_importing_the_module_does_nothing() -> None:
