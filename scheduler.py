@@ -125,7 +125,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.plugins import Plugins  # noqa: E402
-from hydra.errors import CompactHydraException  # noqa: E402
+from hydra.errors import CompactHydraException, HydraException  # noqa: E402
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource  # noqa: E402
 from hydra.plugins.search_path_plugin import SearchPathPlugin  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -5051,11 +5051,20 @@ def _one_line_error(error: Optional[BaseException]) -> Optional[BaseException]:
     return None
 
 
+def reader_gone() -> int:
+    """Exit quietly when what reads our output has gone (`| head -1`): as `cat` does."""
+    with contextlib.suppress(OSError):  # Python flushes stdout at exit: let it go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
 def report_hydra_error(hydra_exit: SystemExit, held: HeldErrorReport, where: Path
                        ) -> Optional[int]:
     """Say in one line the error Hydra exited on, if crude-link can; return the exit code."""
     sys.stderr = held.stream  # Hydra is done
     error = _one_line_error(hydra_exit.__context__) if hydra_exit.code == 1 else None
+    if isinstance(error, BrokenPipeError):  # `--cfg job | head -1`: the reader has seen enough
+        return reader_gone()
     if isinstance(error, OSError):
         print_fault(error, where, "no step was run")
         return EXIT_SOFTWARE
@@ -5756,8 +5765,12 @@ def _main(argv: List[str]) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `--help | head -1`: the reader has seen enough
         sys.stderr = held.stream
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return reader_gone()
+    except (HydraException, OmegaConfBaseException) as error:  # `--help nosuch=1`
+        # Hydra's help has no error report of its own: say it as a run would, in words.
+        sys.stderr = held.stream
+        print("\n".join(str(e) for e in (error, error.__cause__) if e), file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     return code
 
 
