@@ -5405,7 +5405,16 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
 
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
-    return report_sweep(watch, run_sweep(watch, held))  # one notification per sweep
+    code = run_sweep(watch, held)
+    try:
+        return report_sweep(watch, code)  # one notification per sweep
+    except (KeyboardInterrupt, SweepStopped) as stop:  # while it was being sent: cut short
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
+        print(f"crude-link: {signal.Signals(signum).name} while the sweep's notifications were "
+              f"being sent: not all were sent", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
 
 
 def run_sweep(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
