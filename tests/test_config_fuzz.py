@@ -282,3 +282,60 @@ def test_a_mutated_config_runs_or_exits_2_without_a_traceback(make_project: Any)
         assert result.returncode in (0, 2), output
 
     run_mutated()
+
+
+# ── Hydra's reading of config.yaml on libyaml (OmegaConf 2.3) ───────────────
+
+# Scalars whose type is the YAML dialect's to decide: OmegaConf's floats (1e3, 1_000.5),
+# no timestamps, YAML 1.1's bools and nulls, octal and hex, sexagesimal numbers.
+TRICKY_SCALARS = ["1e3", "1.5e-3", "1_000", "1_000.5", ".5", "-.inf", ".NaN", "+1", "010",
+                  "0x1F", "0o17", "1:20", "1:20.5", "2001-01-01", "2001-01-01 10:00:00",
+                  "yes", "No", "on", "OFF", "~", "null", "", "true", "'1e3'", '"x: y"',
+                  "a b", "ünï", "-", "0.", "1.", "1e", "e3"]
+scalars = st.sampled_from(TRICKY_SCALARS) | st.text(
+    st.characters(whitelist_categories=("L", "N", "P", "Zs")), max_size=8).map(
+        lambda text: yaml.safe_dump(text, default_style='"').strip())
+keys = st.sampled_from(["a", "b", "1", "true", "x_y", "ü"])
+yaml_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
+    st.dictionaries(keys, inner, max_size=4).map(
+        lambda items: "{" + ", ".join(f"{k}: {v}" for k, v in items.items()) + "}")),
+    max_leaves=12)
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal, NaN included (float('nan') != itself)."""
+    if isinstance(left, float) and isinstance(right, float) and left != left:
+        return right != right
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    return type(left) is type(right) and left == right
+
+
+def _load(text: str, loader: Any) -> Any:
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - OmegaConf's safe loader
+    except yaml.YAMLError as error:
+        return type(error).__name__
+
+
+@pytest.mark.skipif(scheduler._c_yaml_loader() is None,
+                    reason="OmegaConf (2.4 and later) parses with libyaml itself, or no libyaml")
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@given(st.dictionaries(keys, yaml_values, min_size=1, max_size=5))
+def test_config_yaml_reads_the_same_on_libyaml_as_with_omegaconfs_own_loader(
+        document: Any) -> None:
+    from omegaconf._utils import get_yaml_loader
+
+    text = "".join(f"{key}: {value}\n" for key, value in document.items())
+    fast, own = _load(text, scheduler._c_yaml_loader()), _load(text, get_yaml_loader())
+    assert _same(fast, own), (text, fast, own)
+
+
+@pytest.mark.skipif(scheduler._c_yaml_loader() is None,
+                    reason="OmegaConf (2.4 and later) parses with libyaml itself, or no libyaml")
+def test_a_repeated_key_is_refused_on_libyaml_too() -> None:
+    with pytest.raises(yaml.constructor.ConstructorError, match="found duplicate key a"):
+        yaml.load("a: 1\nb: {c: 2}\na: 3\n", Loader=scheduler._c_yaml_loader())  # noqa: S506

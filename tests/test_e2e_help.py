@@ -188,7 +188,7 @@ def test_hydra_help_lists_a_nested_group_and_hydras_own(project: Path) -> None:
     assert listed == ["db", "db/replica"], app_groups
 
 
-@pytest.mark.parametrize("flag", ["--help", "--hydra-help", "--info"])
+@pytest.mark.parametrize("flag", ["--help", "--hydra-help", "--info", "--cfg=job"])
 def test_a_reader_that_stops_early_sees_no_traceback(project: Path, flag: str) -> None:
     """`python scheduler.py --help | head -1`: the reader is gone before the help is written."""
     read_end, write_end = os.pipe()
@@ -200,3 +200,23 @@ def test_a_reader_that_stops_early_sees_no_traceback(project: Path, flag: str) -
         _, errors = child.communicate(timeout=60)
     assert child.returncode == 0, errors
     assert errors == ""
+
+
+@pytest.mark.parametrize("flag", ["--help", "--hydra-help"])
+@pytest.mark.parametrize("override, says", [
+    ("nosuch=1", r"Could not override 'nosuch'"),
+    # --help composes the user's config (db/ has no nosuch); --hydra-help only Hydra's
+    ("db=nosuch", r"Could not find 'db/nosuch'|Could not override 'db'"),
+    ("steps.1.x=[", r"no viable alternative at input '\['"),
+])
+def test_help_with_a_bad_override_says_so_with_exit_2(project: Path, flag: str, override: str,
+                                                       says: str) -> None:
+    """As a run with that override does: Hydra's message, exit 2, no traceback."""
+    before = sorted((project / "outputs").rglob("*"))
+    result = subprocess.run(scheduler_command(project, flag, override), cwd=project.parent,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            env=scheduler_env(), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert re.search(says, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted((project / "outputs").rglob("*")) == before  # no run folder left

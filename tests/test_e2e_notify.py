@@ -7,6 +7,7 @@ requests, one that answers 500, one that never answers, one with a self-signed c
 import http.server
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +24,7 @@ from conftest import (
     load_summary,
     run_folder,
     run_scheduler,
+    scheduler_command,
     scheduler_env,
     sweep_folder,
     terminal_text,
@@ -513,3 +515,32 @@ def test_a_multirun_sends_one_notification_for_the_whole_sweep(
                                                             ("webhook", "POST")]
     jobs = [json.loads((sweep / str(n) / "summary.json").read_text()) for n in range(3)]
     assert [len(job["notifications"]) for job in jobs] == [1, 0, 0]  # job 0 sent /start
+
+
+def test_sigterm_while_a_sweep_is_being_told_cuts_it_short_in_one_line(
+        make_project: Any, silent_port: int) -> None:
+    """The sweep is over and recorded; its webhook hangs; SIGTERM: exit 143, no traceback."""
+    url = f"http://127.0.0.1:{silent_port}/{HOOK}"
+    steps = "  - {script: tasks/fate.py, name: job, arguments: {exit_code: 0}}\n"
+    project = make_project(notify_config(steps, webhook=url, on="always", timeout=30))
+    proc = subprocess.Popen(scheduler_command(project, "-m", "steps.0.arguments.exit_code=0,0"),
+                            cwd=project.parent, env=env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        summary = project / "multirun" / "latest" / "summary.json"
+        while not summary.is_file() or json.loads(summary.read_text())["status"] == "running":
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the first try's 30 s wait for an answer
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, errors
+    assert "crude-link: SIGTERM while the sweep's notifications were being sent" in errors
+    assert "Traceback" not in errors
+    recorded = json.loads((sweep_folder(project) / "summary.json").read_text())
+    assert recorded["status"] == "succeeded"  # the sweep's own outcome stays as it was

@@ -697,8 +697,8 @@ def _record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     versions: List[Dict[str, Any]] = []
     write = scheduler.write_bytes_atomic
 
-    def write_and_keep(path: Path, data: bytes) -> None:
-        write(path, data)
+    def write_and_keep(path: Path, data: bytes, *more: bytes) -> None:
+        write(path, data, *more)
         if path.name == "summary.json":  # not summary.md
             versions.append(json.loads(path.read_bytes()))
 
@@ -860,3 +860,24 @@ def test_readme_documents_every_scheduler_option(key: str) -> None:
 def test_shipped_config_declares_every_scheduler_option() -> None:
     shipped = OmegaConf.load(ROOT / "config.yaml")
     assert set(shipped.scheduler) == scheduler.OPTION_KEYS
+
+
+def test_summary_json_with_many_blocks_of_steps_is_each_step_once_in_order(
+        tmp_path: Path) -> None:
+    """Steps are joined by blocks of STEP_BLOCK: every block boundary and the last, partial
+    block, with a step in the middle and the last one changed."""
+    count = scheduler.STEP_BLOCK * 2 + 3
+    steps = make_plan([f"s{index}" for index in range(1, count + 1)])
+    plan = scheduler.RunPlan(steps, steps, {}, tmp_path)
+    record = scheduler.RunRecord(tmp_path, plan)
+    record.start_attempt(steps[scheduler.STEP_BLOCK])
+    record.end_attempt(steps[scheduler.STEP_BLOCK], OK, scheduler.SUCCEEDED, steps[-1])
+    text = (tmp_path / "summary.json").read_text()
+    summary = json.loads(text)
+    assert [entry["index"] for entry in summary["steps"]] == list(range(1, count + 1))
+    statuses = _statuses(summary)
+    assert statuses[scheduler.STEP_BLOCK] == scheduler.SUCCEEDED
+    assert statuses[-1] == scheduler.RUNNING
+    assert statuses.count(scheduler.NOT_RUN) == count - 2
+    assert text.count("\n  {\"index\": ") == count  # one line per step, as before
+    assert text.endswith("}\n ]\n}\n")

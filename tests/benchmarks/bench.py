@@ -19,6 +19,9 @@ its log file) against a shell redirect and a bare Python tee; and crude-link's o
 And `--help`, `--hydra-help`, `--info` against a dry run of the same config, in a project
 folder as a year of use leaves it: 5,000 run folders under outputs/, a .venv of a few thousand
 files (`--only help` measures just that).
+And long pipelines: N = 1,000 and 10,000 `/bin/true` steps, for the floors and crude-link
+(the peers would take hours), against their N = 10 and 100: the per-step cost must not grow
+with N (`--only long` measures just that, with the N = 10 and 100 cells it needs).
 
 Absolute times drift (±20% here), so only ratios within one run count: every round runs
 every job once, in a shuffled order, and the tables show medians over the rounds, in wall
@@ -63,10 +66,12 @@ SCHEDULER = REPO / "scheduler.py"
 PYTHON = sys.executable  # the project's venv python: crude-link's default step interpreter
 
 SIZES = (1, 10, 100)
+LONG_SIZES = (1000, 10000)  # /bin/true only: 10,000 noop.py steps take minutes a run
+LONG_RUNNERS = ("python loop", "hydra app", "crude-link")
 FLAVOURS = ("/bin/true", "noop.py")
 STREAM_MIB = 256
 STREAM_CELL = f"{STREAM_MIB} MiB"
-JOB_TIMEOUT = 600.0  # seconds; far above any runner's N = 100, it only guards against a hang
+JOB_TIMEOUT = 600.0  # seconds; far above any runner's N = 10,000, it only guards against a hang
 RSS_RUNS = 2  # peak RSS barely moves between runs; the max of two is enough (quick: 1)
 RSS_RESERVE = 30.0  # seconds of the budget kept for measure_rss and the report
 FAT_STEP_MIB = 200  # the RSS check: a step this big must not show in the scheduler's peak
@@ -83,7 +88,8 @@ STREAMERS = ("shell redirect", "python tee", "crude-link")
 
 # The targets the team works toward; the report ends with PASS/FAIL for each.
 STARTUP_LIMIT = 1.10  # crude-link t1 / Hydra app t1, /bin/true
-PER_STEP_SLACK_MS = 1.5  # crude-link per step <= Python loop per step + this
+PER_STEP_SLACK_MS = 1.0  # crude-link per step <= Python loop per step + this
+LINEAR_SLACK_MS = 1.0  # crude-link per step at N = 10,000 <= its per step at N = 10 + this
 STREAM_LIMIT = 1.15  # crude-link 256 MiB / Python tee 256 MiB
 RSS_LIMIT_MB = 40.0  # the scheduler's own peak, MB = 10**6 bytes
 HELP_LIMIT = 1.10  # each help flag / a dry run, in the cluttered project (1.10: the noise)
@@ -104,7 +110,7 @@ class Settings:
     keep: bool
     seed: int
     command: str
-    only: Optional[str]  # "help": the help case alone
+    only: Optional[str]  # "help" or "long": that case alone
 
 
 def parse_args(argv: List[str]) -> Settings:
@@ -123,7 +129,7 @@ def parse_args(argv: List[str]) -> Settings:
     parser.add_argument("--repeats", type=int, help="measured repeats (default: fit the budget)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (its path is shown)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-repeat job order")
-    parser.add_argument("--only", choices=["help"], help="measure this case alone")
+    parser.add_argument("--only", choices=["help", "long"], help="measure this case alone")
     args = parser.parse_args(argv)
     return Settings(
         quick=args.quick,
@@ -572,10 +578,23 @@ def help_jobs(tree: Tree) -> List[Job]:
                    for flag in HELP_FLAGS]
 
 
+def long_jobs(tree: Tree, sizes: Tuple[int, ...] = LONG_SIZES) -> List[Job]:
+    """The floors and crude-link running N /bin/true steps, for each N of sizes."""
+    jobs = []
+    for n in sizes:
+        for runner in LONG_RUNNERS:
+            folder = tree.root / "true" / f"N{n}" / runner.replace(" ", "-")
+            folder.mkdir(parents=True)
+            jobs.append(JOB_MAKERS[runner](tree, folder, "/bin/true", n))
+    return jobs
+
+
 def build_jobs(tree: Tree, only: Optional[str] = None) -> List[Job]:
     """Write every fixture under tree.root; return every job, skipped peers left out."""
     if only == "help":
         return help_jobs(tree)
+    if only == "long":  # with the N = 10 and 100 cells its per-step costs are measured from
+        return long_jobs(tree, (10, 100, *LONG_SIZES))
     tree.noop.write_text(NOOP_PY, encoding="utf-8")
     tree.writer.write_text(fill(WRITER_PY, MIB=STREAM_MIB), encoding="utf-8")
     (tree.root / "rss-hook").mkdir()
@@ -590,7 +609,7 @@ def build_jobs(tree: Tree, only: Optional[str] = None) -> List[Job]:
                 folder = tree.root / kind / f"N{n}" / runner.replace(" ", "-")
                 folder.mkdir(parents=True)
                 jobs.append(make(tree, folder, flavour, n))
-    return jobs + stream_jobs(tree) + help_jobs(tree)
+    return jobs + long_jobs(tree) + stream_jobs(tree) + help_jobs(tree)
 
 
 # ── Harness ──────────────────────────────────────────────────────────────
@@ -770,11 +789,12 @@ class Results:
         values = self.values(runner, cell)
         return statistics.median(values) * 1000 if values else None
 
-    def per_step(self, runner: str, flavour: str) -> Optional[float]:
-        """The slope between N = 10 and N = 100, in ms per step."""
-        t10 = self.ms(runner, cell_name(flavour, 10))
-        t100 = self.ms(runner, cell_name(flavour, 100))
-        return None if t10 is None or t100 is None else (t100 - t10) / 90
+    def per_step(self, runner: str, flavour: str, low: int = 10, high: int = 100
+                 ) -> Optional[float]:
+        """The slope between N = low and N = high (10 and 100 unless told), in ms per step."""
+        t_low = self.ms(runner, cell_name(flavour, low))
+        t_high = self.ms(runner, cell_name(flavour, high))
+        return None if t_low is None or t_high is None else (t_high - t_low) / (high - low)
 
     def why_missing(self, runner: str, cell: str, peers: Peers) -> str:
         job = self.jobs.get((runner, cell))
@@ -890,6 +910,46 @@ def help_table(wall: Results, cpu: Results) -> List[str]:
         rows.append(f"| `{cell}` | {fmt_ms(med)} | {spread} | {fmt_ratio(med, dry)} "
                     f"| {fmt_ms(cpu_med)} | {fmt_ratio(cpu_med, dry_cpu)} |")
     return rows
+
+
+# The slopes of the long-pipeline table: (low N, high N).
+LONG_SLOPES = ((10, 100), (100, 1000), (1000, 10000))
+
+
+def long_table(results: Results) -> List[str]:
+    """t10 ... t10,000 and the per-step slope between each pair of N, /bin/true steps."""
+    sizes = (10, 100, *LONG_SIZES)
+    rows = [
+        f"| runner | {' | '.join(f't{n:,} (ms)' for n in sizes)} | "
+        + " | ".join(f"per step {a:,}→{b:,} (ms)" for a, b in LONG_SLOPES) + " |",
+        "| --- | " + "---: | " * (len(sizes) + len(LONG_SLOPES)),
+    ]
+    for runner in LONG_RUNNERS:
+        times = [results.ms(runner, cell_name("/bin/true", n)) for n in sizes]
+        slopes = [results.per_step(runner, "/bin/true", a, b) for a, b in LONG_SLOPES]
+        name = f"**{runner}**" if runner == "crude-link" else runner
+        rows.append(f"| {name} | {' | '.join(fmt_ms(t) for t in times)} | "
+                    + " | ".join(f"{s:.2f}" if s is not None else "–" for s in slopes) + " |")
+    return [row.rstrip() for row in rows]
+
+
+def linear_target(wall: Results, cpu: Results) -> Target:
+    """crude-link's per step at N = 10,000 (1,000→10,000) against its per step at 10."""
+    name = (f"long pipelines: crude-link per step at N=10,000 <= per step at N=10 "
+            f"+ {LINEAR_SLACK_MS} ms")
+    at_10 = wall.per_step("crude-link", "/bin/true")
+    at_10k = wall.per_step("crude-link", "/bin/true", *LONG_SLOPES[-1])
+    if at_10 is None or at_10k is None:
+        return Target(name, None, "not measured")
+    detail = f"/bin/true: {at_10k:.2f} vs {at_10:.2f} ms ({at_10k - at_10:+.2f} ms"
+    cpu_10, cpu_10k = (cpu.per_step("crude-link", "/bin/true"),
+                       cpu.per_step("crude-link", "/bin/true", *LONG_SLOPES[-1]))
+    if cpu_10 is not None and cpu_10k is not None:
+        detail += f"; CPU {cpu_10k - cpu_10:+.2f} ms"
+    loop_10k = wall.per_step("python loop", "/bin/true", *LONG_SLOPES[-1])
+    if loop_10k is not None:
+        detail += f"; at N=10,000 the Python loop's is {loop_10k:.2f} ms"
+    return Target(name, at_10k <= at_10 + LINEAR_SLACK_MS, detail + ")")
 
 
 def mb(kib: int) -> str:
@@ -1010,6 +1070,7 @@ def check_targets(wall: Results, cpu: Results, cases: List[RssCase]) -> List[Tar
             (cpu.ms("crude-link", true1), cpu.ms("hydra app", true1)),
         ),
         per_step_target(wall, cpu),
+        linear_target(wall, cpu),
         ratio_target(
             f"{STREAM_MIB} MiB streamed and logged <= {STREAM_LIMIT:.2f}x Python tee",
             wall.ms("crude-link", STREAM_CELL),
@@ -1110,7 +1171,8 @@ NOTES = [
     "- Each row's job: run N steps in order, stop at the first failure; no terminal on stdin, "
     "stdout and stderr to /dev/null. `noop.py` runs with the project venv's python "
     "(crude-link's `sys.executable`; the others get its absolute path).",
-    "- per step = (t100 − t10) / 90; start-up = t1. Medians over the measured rounds; only "
+    "- per step = (t100 − t10) / 90 (long pipelines: the slope between each pair of N); "
+    "start-up = t1. Medians over the measured rounds; only "
     "ratios within this one run mean anything (absolute times drift ±20% on this machine).",
     "- CPU time = user + sys of the runner and of every process it waited for (os.wait4): "
     "less disturbed than wall time by whatever else runs on the two cores.",
@@ -1136,6 +1198,10 @@ def report(jobs: List[Job], cases: List[RssCase], info: RunInfo) -> str:
         "",
         *main_table(wall, peers),
         "",
+        "## Long pipelines: N = 10 to 10,000 `/bin/true` steps (wall time)",
+        "",
+        *long_table(wall),
+        "",
         "## Throughput: one step printing 256 MiB",
         "",
         *stream_table(wall, cpu),
@@ -1159,6 +1225,10 @@ def report(jobs: List[Job], cases: List[RssCase], info: RunInfo) -> str:
         "## Steps: the same, in CPU time",
         "",
         *main_table(cpu, peers),
+        "",
+        "## Long pipelines: the same, in CPU time",
+        "",
+        *long_table(cpu),
         "",
         "## Spread: wall time, median (min–max) over the measured rounds",
         "",
