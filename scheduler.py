@@ -2570,11 +2570,11 @@ def summary_markdown(summary: Mapping[str, Any], title: str,
     for step in steps:
         shown = f"{step.get('status')} (reused)" if step.get("reused_from") else step.get("status")
         log_cell = f"[{step.get('log')}]({step.get('log')})" if step.get("attempts") else "-"
+        cost = step_cost(step)
         cells = [step.get("index"), step.get("name"), shown,
                  "-" if step.get("exit_code") is None else step.get("exit_code"),
                  step.get("attempts"), format_duration(_number(step.get("duration_s"))),
-                 format_duration(step_cost(step)["cpu_user_s"]),
-                 format_duration(step_cost(step)["cpu_system_s"]),
+                 format_duration(cost["cpu_user_s"]), format_duration(cost["cpu_system_s"]),
                  format_peak(step), log_cell]
         lines.append("| " + " | ".join(_md_cell(cell) for cell in cells) + " |")
     failed = [step for step in steps if step.get("status") in ENDED_BADLY]
@@ -5602,12 +5602,13 @@ class ProjectConfigSource(FileConfigSource):
                             header=ConfigSource._get_header_dict(text[:512]))
 
 
-@functools.cache
 def _c_yaml_loader() -> Any:
     """Return OmegaConf's YAML loader on libyaml's parser, or None where it has no need.
 
     The same resolvers and constructors (its floats, no timestamps, a repeated key
-    refused), only the parsing done in C, as OmegaConf 2.4 does.
+    refused), only the parsing done in C, as OmegaConf 2.4 does. A new class each time, as
+    OmegaConf makes its own (twice a run): no cache, which submitit's cloudpickle, copying
+    this module's functions into a job, could not take along.
     """
     try:
         from omegaconf._utils import get_yaml_loader  # type: ignore[attr-defined,unused-ignore]
