@@ -1831,15 +1831,9 @@ class Watchdog:
         self.group_fd: Optional[int] = None  # the shared file naming the running group
         self.proc: Optional[subprocess.Popen[bytes]] = None
         read, write = os.pipe()
+        group_fd: Optional[int] = None
         try:
             group_fd = _unnamed_file()
-        except OSError as error:
-            os.close(read)
-            os.close(write)
-            log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
-                        "killed outright", error)
-            return
-        try:
             self.proc = subprocess.Popen(
                 ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
                  str(math.ceil(kill_grace * 10)), str(group_fd)],
@@ -1847,11 +1841,12 @@ class Watchdog:
                 pass_fds=(group_fd, *((lock.fileno(),) if lock else ())),
                 start_new_session=True)
             self.fd, self.group_fd = write, group_fd
-        except OSError as error:  # no /bin/sh: run without, as before
+        except OSError as error:  # no /bin/sh, no file to share: run without, as before
             log.warning("no watchdog for this run (%s): a step would outlive a scheduler "
                         "killed outright", error)
             os.close(write)
-            os.close(group_fd)
+            if group_fd is not None:
+                os.close(group_fd)
         finally:
             os.close(read)
 
@@ -1871,8 +1866,7 @@ class Watchdog:
 
     def close(self) -> None:
         """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
-        if self.group_fd is not None:
-            self.watch(0)
+        self.watch(0)
         for fd in (self.fd, self.group_fd):
             if fd is not None:
                 os.close(fd)
@@ -2832,11 +2826,9 @@ class RunRecord:
                 self._lines[block * STEP_BLOCK:(block + 1) * STEP_BLOCK])
         self._changed.clear()
         head = json.dumps({k: v for k, v in self.data.items() if k != "steps"}, indent=1)
-        parts = [f'{head[:-2]},\n "steps": [\n  '.encode()]
-        for lines in self._blocks:
-            parts += (lines, _STEP_SEPARATOR)
-        parts[len(parts) - 1 if self._blocks else len(parts):] = [b"\n ]\n}\n"]
-        write_bytes_atomic(self.path, *parts)
+        body = [part for lines in self._blocks for part in (_STEP_SEPARATOR, lines)][1:]
+        write_bytes_atomic(self.path, f'{head[:-2]},\n "steps": [\n  '.encode(), *body,
+                           b"\n ]\n}\n")
 
 
 def write_config_error(run_dir: Path, problems: List[str]) -> None:
@@ -5403,15 +5395,21 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
 # ── A sweep, from the launching process ──────────────────────────────────
 # ── A sweep, from the launching process ───────────────────────────────────
 
+def finish_despite_signals(stop: BaseException) -> int:
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on (a second one: finish what is left);
+    return the signal that stopped the sweep (Ctrl-C's KeyboardInterrupt: SIGINT)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    return stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
+
+
 def run_multirun(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> int:
     """Run Hydra's multirun from the launching process; return the exit code to end with."""
     code = run_sweep(watch, held)
     try:
         return report_sweep(watch, code)  # one notification per sweep
     except (KeyboardInterrupt, SweepStopped) as stop:  # while it was being sent: cut short
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
+        signum = finish_despite_signals(stop)
         print(f"crude-link: {signal.Signals(signum).name} while the sweep's notifications were "
               f"being sent: not all were sent", file=sys.stderr)
         return EXIT_SIGNAL_BASE + signum
@@ -5438,9 +5436,7 @@ def run_sweep(watch: SweepWatch, held: Optional["HeldErrorReport"] = None) -> in
         reported = report_hydra_error(hydra_exit, held, ROOT / "multirun") if held else None
         hydra_code = hydra_code if reported is None else reported
     except (KeyboardInterrupt, SweepStopped) as stop:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one: finish
-            signal.signal(sig, signal.SIG_IGN)
-        signum = stop.args[0] if isinstance(stop, SweepStopped) else signal.SIGINT
+        signum = finish_despite_signals(stop)
         if not watch.gave_up:
             stop_code = EXIT_SIGNAL_BASE + signum
             watch.cancel(signum)
@@ -5577,7 +5573,6 @@ class ProjectConfigSource(FileConfigSource):
         folder = os.path.join(self.path, config_path)
         return super().is_group(config_path) and not (parts and any(
             os.path.lexists(os.path.join(folder, marker)) for marker in NOT_CONFIG_MARKERS))
-
 
     def load_config(self, config_path: str) -> ConfigResult:
         """Load a config file as FileConfigSource does, parsed by libyaml where it can be.
