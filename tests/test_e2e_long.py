@@ -1,5 +1,6 @@
 """End to end: a long pipeline: summary.json, read while it is rewritten at every step
-boundary or left by a scheduler killed outright, is whole and true (CONTRACT §6)."""
+boundary, held open by a reader while the run goes on, or left by a scheduler killed
+outright, is whole and true (CONTRACT §6)."""
 
 import json
 import os
@@ -95,6 +96,45 @@ def test_summary_read_during_a_long_run_is_whole_and_names_the_running_step(
     assert [entry["name"] for entry in final["steps"]][:3] == ["true", "true-2", "true-3"]
     assert final["steps"][-1]["name"] == f"true-{STEPS}"
     assert reads > 1 and len(seen) > 1, (reads, seen)  # the reader did see the run move
+
+
+def read_all(fd: int) -> bytes:
+    chunks: List[bytes] = []
+    while True:
+        chunk = os.pread(fd, 1 << 20, sum(map(len, chunks)))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_a_reader_holding_summary_json_open_keeps_the_version_it_opened(
+        make_project: Callable[..., Path]) -> None:
+    """less or tail -f keeps the file it opened while the run goes on: that file never
+    changes under it, however many versions follow (each step's line is written over its
+    place only in a file nobody has open)."""
+    project = make_project(long_config(STEPS))
+    proc = start(project)
+    try:
+        path = summary_path(project, proc)
+        deadline = time.monotonic() + 60
+        while (running_step(json.loads(path.read_bytes())) or 0) < 5:
+            assert time.monotonic() < deadline and proc.poll() is None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            held = read_all(fd)
+            opened_at = running_step(json.loads(held))
+            assert opened_at is not None
+            while (running_step(json.loads(path.read_bytes())) or STEPS) < opened_at + 20:
+                assert time.monotonic() < deadline and proc.poll() is None
+            assert read_all(fd) == held
+        finally:
+            os.close(fd)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
 
 
 def test_a_scheduler_killed_outright_mid_run_leaves_the_truth(

@@ -1,6 +1,7 @@
 """Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
 
 import copy
+import fcntl
 import gc
 import json
 import math
@@ -695,14 +696,13 @@ def _record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             ) -> Tuple[scheduler.RunRecord, List[scheduler.PlannedStep], List[Dict[str, Any]]]:
     """Return a RunRecord of make_plan() in tmp_path, the plan, and every version written."""
     versions: List[Dict[str, Any]] = []
-    write = scheduler.write_bytes_atomic
+    write = scheduler.RunRecord.write
 
-    def write_and_keep(path: Path, data: bytes, *more: bytes) -> None:
-        write(path, data, *more)
-        if path.name == "summary.json":  # not summary.md
-            versions.append(json.loads(path.read_bytes()))
+    def write_and_keep(record: scheduler.RunRecord) -> None:
+        write(record)
+        versions.append(json.loads(record.path.read_bytes()))
 
-    monkeypatch.setattr(scheduler, "write_bytes_atomic", write_and_keep)
+    monkeypatch.setattr(scheduler.RunRecord, "write", write_and_keep)
     plan = make_plan()
     record = scheduler.RunRecord(tmp_path, scheduler.RunPlan(plan, plan, {}, tmp_path))
     return record, plan, versions
@@ -862,22 +862,92 @@ def test_shipped_config_declares_every_scheduler_option() -> None:
     assert set(shipped.scheduler) == scheduler.OPTION_KEYS
 
 
-def test_summary_json_with_many_blocks_of_steps_is_each_step_once_in_order(
-        tmp_path: Path) -> None:
-    """Steps are joined by blocks of STEP_BLOCK: every block boundary and the last, partial
-    block, with a step in the middle and the last one changed."""
-    count = scheduler.STEP_BLOCK * 2 + 3
+def _long_record(tmp_path: Path, count: int = 300
+                 ) -> Tuple[scheduler.RunRecord, List[scheduler.PlannedStep]]:
     steps = make_plan([f"s{index}" for index in range(1, count + 1)])
-    plan = scheduler.RunPlan(steps, steps, {}, tmp_path)
-    record = scheduler.RunRecord(tmp_path, plan)
-    record.start_attempt(steps[scheduler.STEP_BLOCK])
-    record.end_attempt(steps[scheduler.STEP_BLOCK], OK, scheduler.SUCCEEDED, steps[-1])
+    return scheduler.RunRecord(tmp_path, scheduler.RunPlan(steps, steps, {}, tmp_path)), steps
+
+
+def _run_through(record: scheduler.RunRecord, steps: List[scheduler.PlannedStep],
+                 stop: int) -> None:
+    """Steps 1..stop succeed, one after the other; step stop + 1 is then running."""
+    record.start_attempt(steps[0])
+    for position in range(stop):
+        record.start_attempt(steps[position])
+        record.end_attempt(steps[position], OK, scheduler.SUCCEEDED, steps[position + 1])
+
+
+def test_summary_json_during_a_long_run_is_every_step_once_and_whole_at_the_end(
+        tmp_path: Path) -> None:
+    """During the run lines are written over their slots (SlotFile); each version is still
+    one JSON document with every step once, and the final one has no room left in it."""
+    count = 300
+    record, steps = _long_record(tmp_path, count)
+    for stop in (1, 2, 150, count - 1):
+        _run_through(record, steps, stop)
+        summary = json.loads((tmp_path / "summary.json").read_bytes())
+        assert [entry["index"] for entry in summary["steps"]] == list(range(1, count + 1))
+        assert _statuses(summary) == ["succeeded"] * stop + ["running"] + ["not_run"] * (
+            count - stop - 1)
+        assert summary["steps"] == record.data["steps"]
+    record.end_attempt(steps[-1], OK, scheduler.SUCCEEDED)
+    record.finish(scheduler.SUCCEEDED, 0)
     text = (tmp_path / "summary.json").read_text()
-    summary = json.loads(text)
-    assert [entry["index"] for entry in summary["steps"]] == list(range(1, count + 1))
-    statuses = _statuses(summary)
-    assert statuses[scheduler.STEP_BLOCK] == scheduler.SUCCEEDED
-    assert statuses[-1] == scheduler.RUNNING
-    assert statuses.count(scheduler.NOT_RUN) == count - 2
-    assert text.count("\n  {\"index\": ") == count  # one line per step, as before
+    assert json.loads(text) == record.data
+    assert text.count("\n  {\"index\": ") == count and " \n" not in text
     assert text.endswith("}\n ]\n}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "summary.md"]
+
+
+def test_a_reader_keeps_its_version_of_a_long_runs_summary_while_steps_go_on(
+        tmp_path: Path) -> None:
+    """A reader that opened summary.json (less, tail -f) is never shown a later version's
+    lines: the file it holds is not the next one written over."""
+    record, steps = _long_record(tmp_path)
+    _run_through(record, steps, 3)
+    path = tmp_path / "summary.json"
+    expected = path.read_bytes()
+    with open(path, "rb") as reader:
+        first = reader.read(100)
+        for position in range(3, 20):
+            record.start_attempt(steps[position])
+            record.end_attempt(steps[position], OK, scheduler.SUCCEEDED, steps[position + 1])
+            assert _statuses(json.loads(path.read_bytes()))[position + 1] == "running"
+        assert first + reader.read() == expected
+    record.finish(scheduler.INTERRUPTED, 143)
+
+
+def test_a_step_line_that_outgrows_its_slot_is_written_in_a_new_layout(
+        tmp_path: Path) -> None:
+    """Each attempt adds to a step's cost lists: past its slot's room, the file is written
+    whole again with more room, and stays one valid version."""
+    record, steps = _long_record(tmp_path, 5)
+    failed = scheduler.Attempt(3, False, 0.1, b"", cpu_user_s=0.123, cpu_system_s=0.123,
+                               max_rss_kb=123456789, rss_floor_kb=123456789)
+    for attempt in range(1, 30):
+        record.start_attempt(steps[2])
+        record.end_attempt(steps[2], failed, scheduler.FAILED)
+        summary = json.loads((tmp_path / "summary.json").read_bytes())
+        assert summary["steps"][2]["attempts"] == attempt
+        assert len(summary["steps"][2]["cpu_user_s"]) == attempt
+        assert summary["steps"] == record.data["steps"]
+    record.finish(scheduler.FAILED, 3)
+    assert json.loads((tmp_path / "summary.json").read_bytes()) == record.data
+
+
+def test_without_leases_summary_json_is_written_whole_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where there are no leases (macOS, some network file systems) there is no spare: each
+    version is a new file, as a reader must never see one written over."""
+    monkeypatch.delattr(fcntl, "F_SETLEASE")
+    record, steps = _long_record(tmp_path, 10)
+    path = tmp_path / "summary.json"
+    with open(path, "rb") as reader:
+        expected = reader.read()
+        _run_through(record, steps, 5)
+        assert _statuses(json.loads(path.read_bytes()))[5] == "running"
+        assert " \n" not in path.read_text()  # no slots: no room left in lines
+        reader.seek(0)
+        assert reader.read() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    record.finish(scheduler.INTERRUPTED, 143)
