@@ -2638,16 +2638,18 @@ def _write_parts(fd: int, parts: List[bytes], offset: Optional[int] = None) -> N
     """Write every byte of parts to fd, in order (os.writev may write less): where fd's
     position is, or at offset."""
     views = [memoryview(part) for part in parts if part]
-    while views:
+    first = 0  # the first view not yet written whole
+    while first < len(views):
         if offset is None:
-            done = os.writev(fd, views[:IOV_MAX])
+            done = os.writev(fd, views[first:first + IOV_MAX])
         else:
-            done = os.pwritev(fd, views[:IOV_MAX], offset)
+            done = os.pwritev(fd, views[first:first + IOV_MAX], offset)
             offset += done
-        while views and done >= len(views[0]):
-            done -= len(views.pop(0))
+        while first < len(views) and done >= len(views[first]):
+            done -= len(views[first])
+            first += 1
         if done:
-            views[0] = views[0][done:]
+            views[first] = views[first][done:]
 
 
 def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
@@ -2846,6 +2848,7 @@ class RunRecord:
         self._changed: Set[int] = set()  # lines (0-based) changed since the last write
         self._slots: Optional[SlotFile] = None
         self._slotted = True  # False where there are no leases, or after a fault
+        self._start = ("", b"")  # the run's fields as JSON, and the file's start from them
         # A step recorded as running before it starts, and its entry as it was before.
         self._early: Optional[Tuple[int, Dict[str, Any]]] = None
         self.tails: Dict[int, List[str]] = {}  # step index → last lines of a failed attempt
@@ -2941,8 +2944,12 @@ class RunRecord:
 
     def write(self) -> None:
         """Write summary.json's new version: in slots while the run goes on, else whole."""
-        head = json.dumps({k: v for k, v in self.data.items() if k != "steps"}, indent=1)
-        start = f'{head[:-2]},\n "steps": [\n  '.encode()
+        fields = {k: v for k, v in self.data.items() if k != "steps"}
+        key = json.dumps(fields)  # C-encoded, unlike indent=1: a step boundary changes none
+        if key != self._start[0]:
+            head = json.dumps(fields, indent=1)
+            self._start = key, f'{head[:-2]},\n "steps": [\n  '.encode()
+        start = self._start[1]
         changed, self._changed = self._changed, set()
         if self._slots is not None:
             try:

@@ -676,6 +676,18 @@ def test_importing_the_module_does_nothing() -> None:
 # ── summary.json's rewrites, lock modes, the sweep report (small I/O, in tmp_path) ──
 
 
+def test_many_parts_are_written_in_order_at_the_position_or_at_an_offset(
+        tmp_path: Path) -> None:
+    """More parts than one writev takes (a long run's summary.json, in slots: two a step)."""
+    parts = [f"{n}:".encode() * (n % 7) for n in range(3 * scheduler.IOV_MAX + 5)]
+    expected = b"".join(parts)
+    with open(tmp_path / "f", "wb+", buffering=0) as file:
+        scheduler._write_parts(file.fileno(), parts)
+        scheduler._write_parts(file.fileno(), parts, 10)
+        file.seek(0)
+        assert file.read() == expected[:10] + expected
+
+
 def test_a_reader_keeps_the_whole_version_it_opened_however_many_rewrites_follow(
         tmp_path: Path) -> None:
     # A step boundary rewrites summary.json twice in a row (one step ends, the next starts):
