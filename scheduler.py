@@ -1777,10 +1777,12 @@ def plan_job(steps: List[PlannedStep], options: SchedulerOptions, run_dir: Path,
 # group is gone. A group of zombies (an init that never reaps) counts as gone.
 _WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the scheduler dies
 trap '' HUP INT
-ticks=$1
+ticks=$1 group_fd=$2
 while read -r line; do :; done  # until the scheduler closes the pipe, or dies
+shift 2
+rm -f -- "$@"  # what a run leaves only while it goes on (summary.json's spare)
 group=0
-read -r group <&"$2"
+read -r group <&"$group_fd"
 [ "$group" -gt 0 ] 2>/dev/null || exit 0
 alive() {
     kill -0 -"$group" 2>/dev/null || return 1
@@ -1828,7 +1830,10 @@ class Watchdog:
     each time made the shell run, 0.2-0.4 ms a step on a busy machine.
     """
 
-    def __init__(self, kill_grace: float, lock: Optional[BinaryIO]) -> None:
+    def __init__(self, kill_grace: float, lock: Optional[BinaryIO],
+                 leftovers: Sequence[Path] = ()) -> None:
+        """leftovers: files the run removes when it ends, for the watchdog to remove if it
+        cannot."""
         self.fd: Optional[int] = None  # the pipe's end
         self.group_fd: Optional[int] = None  # the shared file naming the running group
         self.proc: Optional[subprocess.Popen[bytes]] = None
@@ -1838,7 +1843,7 @@ class Watchdog:
             group_fd = _unnamed_file()
             self.proc = subprocess.Popen(
                 ["/bin/sh", "-c", _WATCHDOG_SCRIPT, "crude-link-watchdog",
-                 str(math.ceil(kill_grace * 10)), str(group_fd)],
+                 str(math.ceil(kill_grace * 10)), str(group_fd), *map(str, leftovers)],
                 stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
                 pass_fds=(group_fd, *((lock.fileno(),) if lock else ())),
                 start_new_session=True)
@@ -2726,12 +2731,17 @@ class SlotFile:
 
     def __init__(self, path: Path, head: bytes, lines: List[bytes], fd: int) -> None:
         self.path, self.head, self.fd = path, head, fd
-        self.spare_path = path.with_name(f".{path.name}.spare")
-        self.old_path = path.with_name(f".{path.name}.old")  # summary.json's, while they trade
+        # The spare's name, and summary.json's second name while the two trade names.
+        self.spare_path, self.old_path = self.leftovers(path.parent)
         self.widths = [len(line) + 1 + SLOT_ROOM for line in lines]
         self.offsets = list(itertools.accumulate([len(head)] + [w + 3 for w in self.widths]))
         self.spare: Optional[int] = None
         self.behind: Set[int] = set()  # lines (0-based) the spare lacks
+
+    @staticmethod
+    def leftovers(run_dir: Path) -> List[Path]:
+        """What a SlotFile in run_dir has there only while the run goes on."""
+        return [run_dir / ".summary.json.spare", run_dir / ".summary.json.old"]
 
     @classmethod
     def open(cls, path: Path, head: bytes, lines: List[bytes]) -> "Optional[SlotFile]":
@@ -4112,7 +4122,7 @@ def run_job(plan: RunPlan, options: SchedulerOptions, run_dir: Path, stop: StopR
                             interactive=sys.stdin.isatty())
         if not _in_multirun():  # outputs/latest: the newest plain run; a sweep has its own
             link_latest(ROOT / "outputs", run_dir)
-        stop.watchdog = Watchdog(options.kill_grace, lock)
+        stop.watchdog = Watchdog(options.kill_grace, lock, SlotFile.leftovers(run_dir))
         record = RunRecord(run_dir, plan)
         job = HydraConfig.get().job.num if _in_multirun() else None
         started = start_heartbeat(options.notify, run_dir, job)

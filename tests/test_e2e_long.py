@@ -158,3 +158,8 @@ def test_a_scheduler_killed_outright_mid_run_leaves_the_truth(
     # of the step before it, in one rewrite, so a kill in that instant finds no log of it yet.
     logs: List[Path] = [path.parent / entry["log"] for entry in summary["steps"][:slow - 1]]
     assert all(log.is_file() for log in logs)
+    # summary.json's spare, there only while the run goes on, is removed by the watchdog.
+    deadline = time.monotonic() + 10
+    while list(path.parent.glob(".summary.json.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == [".hydra"]
