@@ -2712,6 +2712,7 @@ def read_overrides(folder: Path) -> List[str]:
 _STEP_SEPARATOR = b",\n  "
 _SUMMARY_END = b"\n ]\n}\n"
 SLOT_ROOM = 256  # bytes a step line may grow by in its slot (~170 on its first attempt)
+_SLOT_GAP = _STEP_SEPARATOR[1:]  # between two slots: the comma is the slot's own
 
 
 class SlotFile:
@@ -2734,7 +2735,8 @@ class SlotFile:
         # The spare's name, and summary.json's second name while the two trade names.
         self.spare_path, self.old_path = self.leftovers(path.parent)
         self.widths = [len(line) + 1 + SLOT_ROOM for line in lines]
-        self.offsets = list(itertools.accumulate([len(head)] + [w + 3 for w in self.widths]))
+        self.offsets = list(itertools.accumulate(
+            [len(head)] + [width + len(_SLOT_GAP) for width in self.widths]))
         self.spare: Optional[int] = None
         self.behind: Set[int] = set()  # lines (0-based) the spare lacks
 
@@ -2770,7 +2772,7 @@ class SlotFile:
         last = len(lines) - 1
         parts = [self.head]
         for index, line in enumerate(lines):
-            parts += [self.slot(index, line), b"\n  " if index < last else _SUMMARY_END]
+            parts += [self.slot(index, line), _SLOT_GAP if index < last else _SUMMARY_END]
         return parts
 
     def slot(self, index: int, line: bytes) -> bytes:
