@@ -137,6 +137,37 @@ def test_a_reader_holding_summary_json_open_keeps_the_version_it_opened(
     assert proc.returncode == 0
 
 
+WCHAR_HOOK = """\
+import atexit, os
+def _count():  # what this process wrote, as the kernel counts it
+    with open("/proc/self/io") as io, open(os.environ["TEST_WCHAR_FILE"], "w") as out:
+        out.write([line.split()[1] for line in io if line.startswith("wchar:")][0])
+atexit.register(_count)
+"""
+
+
+def test_a_long_run_writes_in_proportion_to_its_steps_not_their_square(
+        make_project: Callable[..., Path], tmp_path: Path) -> None:
+    """Every version of summary.json lists every step: written whole each time, a run wrote
+    O(N**2) bytes (0.8 MB at 50 steps, 45 MB at 400). The scheduler's own writes, as
+    /proc/self/io counts them at its exit (a sitecustomize hook)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(WCHAR_HOOK, encoding="utf-8")
+    counted = tmp_path / "wchar"
+    project = make_project(long_config(1))
+    written: Dict[int, int] = {}
+    for steps in (50, 400):
+        (project / "config.yaml").write_text(long_config(steps), encoding="utf-8")
+        result = subprocess.run(
+            scheduler_command(project), cwd=project.parent, stdin=subprocess.DEVNULL,
+            capture_output=True, env=scheduler_env(PYTHONPATH=str(hook),
+                                                   TEST_WCHAR_FILE=str(counted)))
+        assert result.returncode == 0, result.stderr
+        written[steps] = int(counted.read_text())
+    assert written[400] < 12 * written[50], written  # 8x the steps: ~8x, not ~60x
+
+
 def test_a_scheduler_killed_outright_mid_run_leaves_the_truth(
         make_project: Callable[..., Path]) -> None:
     slow = STEPS // 2
