@@ -1779,10 +1779,13 @@ _WATCHDOG_SCRIPT = r"""# crude-link's watchdog: stops the running step if the sc
 trap '' HUP INT
 ticks=$1 group_fd=$2
 while read -r line; do :; done  # until the scheduler closes the pipe, or dies
-shift 2
-rm -f -- "$@"  # what a run leaves only while it goes on (summary.json's spare)
 group=0
 read -r group <&"$group_fd"
+[ "$group" = done ] && exit 0  # it ended on its own, and removed its files itself
+shift 2
+# What a run has only while it goes on (summary.json's spare); not waited for: a hung
+# mount must not keep the step running.
+[ "$#" -gt 0 ] && rm -f -- "$@" &
 [ "$group" -gt 0 ] 2>/dev/null || exit 0
 alive() {
     kill -0 -"$group" 2>/dev/null || return 1
@@ -1824,8 +1827,10 @@ class Watchdog:
     lock gone, the next run would start a second copy of it in the same folders. The
     watchdog waits for the end of a pipe from the scheduler, which comes when the scheduler
     closes it or dies; then it reads, from an unnamed file they share, the process group of
-    the step that runs (0 when none does). A step's group then gets SIGTERM, SIGKILL after
-    kill_grace, and the run lock stays held until the group is gone. Naming the group costs
+    the step that runs (0 when none does; `done` when the scheduler ended on its own). It
+    removes what the run had only while it went on (summary.json's spare); a step's group
+    then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays held until the group
+    is gone. Naming the group costs
     a pwrite of a few bytes per step, start and end, that wakes no one: a write to the pipe
     each time made the shell run, 0.2-0.4 ms a step on a busy machine.
     """
@@ -1859,9 +1864,12 @@ class Watchdog:
 
     def watch(self, group: int) -> None:
         """Name the running step's process group (0: none runs)."""
+        self._tell(b"%d\n" % group)
+
+    def _tell(self, line: bytes) -> None:
         if self.group_fd is not None:
             try:  # the shell reads up to the newline: what follows it from before is no matter
-                os.pwrite(self.group_fd, b"%d\n" % group, 0)
+                os.pwrite(self.group_fd, line, 0)
             except OSError as error:  # it would act on a group that is no more: end it
                 log.warning("watchdog ended (%s): a step would outlive a scheduler killed "
                             "outright", error)
@@ -1873,7 +1881,7 @@ class Watchdog:
 
     def close(self) -> None:
         """End the watchdog, without it stopping anything; wait for it (it holds the lock)."""
-        self.watch(0)
+        self._tell(b"done\n")
         for fd in (self.fd, self.group_fd):
             if fd is not None:
                 os.close(fd)
@@ -2733,7 +2741,7 @@ class SlotFile:
     def __init__(self, path: Path, head: bytes, lines: List[bytes], fd: int) -> None:
         self.path, self.head, self.fd = path, head, fd
         # The spare's name, and summary.json's second name while the two trade names.
-        self.spare_path, self.old_path = self.leftovers(path.parent)
+        self.spare_path, self.old_path, *_ = self.leftovers(path.parent)
         self.widths = [len(line) + 1 + SLOT_ROOM for line in lines]
         self.offsets = list(itertools.accumulate(
             [len(head)] + [width + len(_SLOT_GAP) for width in self.widths]))
@@ -2742,8 +2750,10 @@ class SlotFile:
 
     @staticmethod
     def leftovers(run_dir: Path) -> List[Path]:
-        """What a SlotFile in run_dir has there only while the run goes on."""
-        return [run_dir / ".summary.json.spare", run_dir / ".summary.json.old"]
+        """What a SlotFile in run_dir has there only while the run goes on: the spare, the
+        second name, the temporary files of the whole writes (write_bytes_atomic's)."""
+        return [run_dir / name for name in (".summary.json.spare", ".summary.json.old",
+                                            "..summary.json.spare.tmp", ".summary.json.tmp")]
 
     @classmethod
     def open(cls, path: Path, head: bytes, lines: List[bytes]) -> "Optional[SlotFile]":
@@ -2755,16 +2765,11 @@ class SlotFile:
                 signal.signal(signal.SIGIO, _lease_broken)
         except ValueError:  # not the main thread: no signals, so no leases
             return None
+        if not _local_file_system(path.parent):  # a reader on another host takes no lease
+            return None
         slots = cls(path, head, lines, -1)
         write_bytes_atomic(path, *slots.layout(lines))
         slots.fd = os.open(path, os.O_WRONLY)
-        try:
-            fcntl.fcntl(slots.fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-            fcntl.fcntl(slots.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        except OSError as error:
-            if error.errno != errno.EAGAIN:  # not a reader: no leases here (NFS, say)
-                os.close(slots.fd)
-                return None
         return slots
 
     def layout(self, lines: List[bytes]) -> List[bytes]:
@@ -2794,6 +2799,11 @@ class SlotFile:
         if self.spare is None:
             write_bytes_atomic(self.spare_path, *self.layout(lines))
             self.spare = os.open(self.spare_path, os.O_WRONLY)
+            try:  # leases work here? (raises where not: then whole writes, for the run)
+                fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+                fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            except BlockingIOError:
+                pass  # someone opened it already: the next lease will tell
         else:
             try:
                 for index in sorted(self.behind | changed):
@@ -2820,9 +2830,32 @@ class SlotFile:
     def close(self) -> None:
         """Close both files and remove the spare (summary.json itself stays)."""
         self._drop_spare()
-        with contextlib.suppress(OSError):
-            self.old_path.unlink()  # if a fault stopped the trade halfway
+        for leftover in self.leftovers(self.path.parent)[1:]:  # if a fault stopped a write
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         os.close(self.fd)
+
+
+LOCAL_FILE_SYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay"}
+
+
+def _local_file_system(folder: Path) -> bool:
+    """Return whether folder is on a file system of this host only (mountinfo says which):
+    a lease sees no reader on another host (NFS, Lustre, GPFS, a FUSE file system)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            table = mounts.read().splitlines()
+    except OSError:
+        return False
+    where, kind = "", ""
+    target = os.path.realpath(folder)
+    for line in table:
+        fields, _, rest = line.partition(" - ")
+        point = fields.split(" ")[4].replace("\\040", " ") if fields.count(" ") >= 4 else ""
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(where) and rest:
+            where, kind = point, rest.split(" ")[0]
+    return kind in LOCAL_FILE_SYSTEMS
 
 
 def _lease_broken(signum: int, frame: Any) -> None:
@@ -2861,6 +2894,7 @@ class RunRecord:
         self._slots: Optional[SlotFile] = None
         self._slotted = True  # False where there are no leases, or after a fault
         self._start = ("", b"")  # the run's fields as JSON, and the file's start from them
+        self.finished = False  # both files of the run's end written (see finish_on_fault)
         # A step recorded as running before it starts, and its entry as it was before.
         self._early: Optional[Tuple[int, Dict[str, Any]]] = None
         self.tails: Dict[int, List[str]] = {}  # step index → last lines of a failed attempt
@@ -2925,19 +2959,18 @@ class RunRecord:
     def finish(self, status: str, exit_code: int) -> None:
         self._undo_early_start()
         self.data.update(status=status, exit_code=exit_code, finished=now_iso())
-        slots, self._slots = self._slots, None
-        try:
-            self.write()  # whole, without slots
-        finally:
-            if slots is not None:
-                slots.close()
+        if self._slots is not None:  # first: on a full disk, the spare's room is free then
+            self._slots.close()
+            self._slots = None
+        self.write()  # whole, without slots
         write_text_atomic(self.path.with_name(SUMMARY_MD),
                           summary_markdown(self.data, self.path.parent.name, self.tails))
+        self.finished = True
 
     def finish_on_fault(self, exit_code: int) -> None:
         """Record a run crude-link could not go on with: failed; a running step interrupted."""
-        if self.data["status"] != RUNNING:
-            return  # already finished: what went wrong came after
+        if self.finished:
+            return  # what went wrong came after
         self._undo_early_start()
         for entry in self.data["steps"]:
             if entry["status"] == RUNNING:
@@ -2967,8 +3000,9 @@ class RunRecord:
             try:
                 if self._slots.write(start, self._lines, changed):
                     return
-            except OSError:  # disk full, say: told by the whole write below if it fails too
-                self._slotted = False
+            except OSError as error:  # disk full, say: told by the whole write below if it
+                self._slotted = False  # fails too
+                log.warning("summary.json: written whole from now on (%s)", error)
             self._slots.close()
             self._slots = None
         if self._slotted and self.data["status"] == RUNNING:

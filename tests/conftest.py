@@ -499,3 +499,18 @@ def slurm(slurm_cluster_session: Any) -> Iterator[Any]:
     left = slurm_cluster_session.wait_queue_empty(timeout=5)
     slurm_cluster_session.stop_jobs()
     assert not left, f"the test left jobs in squeue: {left}"
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs at where (made if missing) for the test; skip where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 from conftest import (
@@ -28,6 +28,7 @@ from conftest import (
     load_json,
     load_summary,
     make_config,
+    mounted_tmpfs,
     new_run,
     read_cron_log,
     read_until,
@@ -455,21 +456,6 @@ def test_secrets_are_masked_in_every_argument_style_and_in_args(make_project: An
 
 
 # ── Faults of the machine are exit 70, with one line ─────────────────────
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
-    """Mount a tmpfs at where (made if missing) for the test; skip where mounting is not allowed."""
-    where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_full_disk_while_a_step_prints_ends_the_run_failed_with_70(

@@ -1,6 +1,8 @@
 """Unit tests of scheduler.py's pure parts: rendering, checks, naming, planning, parsing."""
 
+import contextlib
 import copy
+import errno
 import fcntl
 import gc
 import json
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from conftest import mounted_tmpfs
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given, settings
@@ -945,6 +948,89 @@ def test_a_step_line_that_outgrows_its_slot_is_written_in_a_new_layout(
         assert summary["steps"] == record.data["steps"]
     record.finish(scheduler.FAILED, 3)
     assert json.loads((tmp_path / "summary.json").read_bytes()) == record.data
+
+
+def test_on_a_full_disk_the_runs_end_is_still_written_as_a_new_file(tmp_path: Path) -> None:
+    """The spare goes before the final whole write: its room is what that write needs, so it
+    need not fall back to writing over summary.json, under a reader holding it."""
+    with mounted_tmpfs(tmp_path / "disk", "size=2m") as disk:
+        record, steps = _long_record(disk, 300)
+        _run_through(record, steps, 100)
+        with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as filler:
+            while True:
+                filler.write(b"x" * 4096)
+        _run_through(record, steps, 150)  # slots need no room: still one version each
+        path = disk / "summary.json"
+        assert _statuses(json.loads(path.read_bytes()))[150] == "running"
+        with open(path, "rb") as reader:
+            held = reader.read()
+            record.finish(scheduler.INTERRUPTED, 143)
+            reader.seek(0)
+            assert reader.read() == held
+        assert json.loads(path.read_bytes()) == record.data
+
+
+def test_a_runs_end_that_cannot_be_written_is_recorded_as_the_fault(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.json written, summary.md not (a full disk): the run exits 70, and so
+    summary.json must not say succeeded."""
+    record, steps = _long_record(tmp_path, 3)
+    _run_through(record, steps, 2)
+    record.start_attempt(steps[2])
+    record.end_attempt(steps[2], OK, scheduler.SUCCEEDED)
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(scheduler, "write_text_atomic", full)
+    with pytest.raises(OSError):
+        record.finish(scheduler.SUCCEEDED, 0)
+    with pytest.raises(OSError):  # summary.md again; run_guarded says so in one line
+        record.finish_on_fault(70)
+    summary = json.loads((tmp_path / "summary.json").read_bytes())
+    assert (summary["status"], summary["exit_code"]) == ("failed", 70)
+    assert _statuses(summary) == ["succeeded"] * 3
+
+
+def test_no_lease_is_ever_taken_on_the_file_named_summary_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a write lease is held, a reader opening the file waits (or, with O_NONBLOCK,
+    fails): leases go on the spare only, never on what readers open by name."""
+    real = fcntl.fcntl
+    path = tmp_path / "summary.json"
+    leased: List[bool] = []
+
+    def watched(fd: int, command: int, arg: int = 0) -> Any:
+        if command == fcntl.F_SETLEASE and arg == fcntl.F_WRLCK:
+            leased.append(os.fstat(fd).st_ino == os.stat(path).st_ino)
+        return real(fd, command, arg)
+
+    monkeypatch.setattr(scheduler.fcntl, "fcntl", watched)
+    record, steps = _long_record(tmp_path, 5)
+    failed = scheduler.Attempt(3, False, 0.1, b"", cpu_user_s=0.123, cpu_system_s=0.123,
+                               max_rss_kb=123456789, rss_floor_kb=123456789)
+    for _ in range(12):  # past its slot's room: a new layout, too
+        record.start_attempt(steps[0])
+        record.end_attempt(steps[0], failed, scheduler.FAILED)
+    _run_through(record, steps, 3)
+    assert leased and not any(leased)
+    record.finish(scheduler.INTERRUPTED, 143)
+
+
+def test_the_runs_end_removes_what_an_interrupted_whole_write_left(tmp_path: Path) -> None:
+    record, steps = _long_record(tmp_path, 5)
+    _run_through(record, steps, 2)
+    for name in ("..summary.json.spare.tmp", ".summary.json.tmp"):  # write_bytes_atomic's
+        (tmp_path / name).write_bytes(b"{")  # stopped halfway through a whole write
+    record.finish(scheduler.INTERRUPTED, 143)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "summary.md"]
+
+
+def test_slots_only_where_no_other_host_can_read_the_folder(tmp_path: Path) -> None:
+    assert scheduler._local_file_system(tmp_path)
+    assert not scheduler._local_file_system(Path("/proc/self"))
+    with mounted_tmpfs(tmp_path / "mounted here", "size=64k") as mounted:  # \040 in mountinfo
+        assert scheduler._local_file_system(mounted)
 
 
 def test_without_leases_summary_json_is_written_whole_each_time(
