@@ -1830,9 +1830,9 @@ class Watchdog:
     the step that runs (0 when none does; `done` when the scheduler ended on its own). It
     removes what the run had only while it went on (summary.json's spare); a step's group
     then gets SIGTERM, SIGKILL after kill_grace, and the run lock stays held until the group
-    is gone. Naming the group costs
-    a pwrite of a few bytes per step, start and end, that wakes no one: a write to the pipe
-    each time made the shell run, 0.2-0.4 ms a step on a busy machine.
+    is gone. Naming the group costs a pwrite of a few bytes per step, start and end, that
+    wakes no one: a write to the pipe each time made the shell run, 0.2-0.4 ms a step on a
+    busy machine.
     """
 
     def __init__(self, kill_grace: float, lock: Optional[BinaryIO],
@@ -2734,8 +2734,9 @@ class SlotFile:
 
     The spare is written only under a write lease, which Linux grants only when nothing else
     has the file open: a reader who opened summary.json keeps one whole version, however
-    many versions follow. Where that is not so, the spare is written anew, whole; where
-    there are no leases, SlotFile.open says None and summary.json is written whole each time.
+    many versions follow. Where that is not so, the spare is written anew, whole. Where
+    there are no leases, or another host may read the folder, summary.json is written whole
+    each time (SlotFile.open says None, or the first spare's lease fails).
     """
 
     def __init__(self, path: Path, head: bytes, lines: List[bytes], fd: int) -> None:
@@ -2789,11 +2790,9 @@ class SlotFile:
         write; False if they no longer fit (then write it whole, and open a new SlotFile)."""
         if head != self.head or any(len(lines[i]) + 1 > self.widths[i] for i in changed):
             return False
-        leased = False
         if self.spare is not None:
             try:
                 fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-                leased = True
             except OSError:  # someone is reading it: leave it to them
                 self._drop_spare()
         if self.spare is None:
@@ -2809,9 +2808,8 @@ class SlotFile:
                 for index in sorted(self.behind | changed):
                     _write_parts(self.spare, [self.slot(index, lines[index])],
                                  self.offsets[index])
-            finally:
-                if leased:
-                    fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            finally:  # the spare kept is the one leased above
+                fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         # The two names trade places: summary.json is always there, always whole.
         os.link(self.path, self.old_path)
         os.replace(self.spare_path, self.path)
@@ -5577,7 +5575,6 @@ def sweep_outcome(folder: Path, jobs: Sequence[Path], code: int, host: str) -> O
 
 
 # ── A sweep, from the launching process ──────────────────────────────────
-# ── A sweep, from the launching process ───────────────────────────────────
 
 def finish_despite_signals(stop: BaseException) -> int:
     """Ignore SIGINT, SIGTERM and SIGHUP from now on (a second one: finish what is left);
