@@ -883,10 +883,14 @@ def _long_record(tmp_path: Path, count: int = 300
     return scheduler.RunRecord(tmp_path, scheduler.RunPlan(steps, steps, {}, tmp_path)), steps
 
 
+# A failed attempt whose costs make its step's line grow by ~40 bytes each time.
+GROWING = scheduler.Attempt(3, False, 0.1, b"", cpu_user_s=0.123, cpu_system_s=0.123,
+                            max_rss_kb=123456789, rss_floor_kb=123456789)
+
+
 def _run_through(record: scheduler.RunRecord, steps: List[scheduler.PlannedStep],
                  stop: int) -> None:
     """Steps 1..stop succeed, one after the other; step stop + 1 is then running."""
-    record.start_attempt(steps[0])
     for position in range(stop):
         record.start_attempt(steps[position])
         record.end_attempt(steps[position], OK, scheduler.SUCCEEDED, steps[position + 1])
@@ -937,11 +941,9 @@ def test_a_step_line_that_outgrows_its_slot_is_written_in_a_new_layout(
     """Each attempt adds to a step's cost lists: past its slot's room, the file is written
     whole again with more room, and stays one valid version."""
     record, steps = _long_record(tmp_path, 5)
-    failed = scheduler.Attempt(3, False, 0.1, b"", cpu_user_s=0.123, cpu_system_s=0.123,
-                               max_rss_kb=123456789, rss_floor_kb=123456789)
     for attempt in range(1, 30):
         record.start_attempt(steps[2])
-        record.end_attempt(steps[2], failed, scheduler.FAILED)
+        record.end_attempt(steps[2], GROWING, scheduler.FAILED)
         summary = json.loads((tmp_path / "summary.json").read_bytes())
         assert summary["steps"][2]["attempts"] == attempt
         assert len(summary["steps"][2]["cpu_user_s"]) == attempt
@@ -1007,11 +1009,9 @@ def test_no_lease_is_ever_taken_on_the_file_named_summary_json(
 
     monkeypatch.setattr(scheduler.fcntl, "fcntl", watched)
     record, steps = _long_record(tmp_path, 5)
-    failed = scheduler.Attempt(3, False, 0.1, b"", cpu_user_s=0.123, cpu_system_s=0.123,
-                               max_rss_kb=123456789, rss_floor_kb=123456789)
     for _ in range(12):  # past its slot's room: a new layout, too
         record.start_attempt(steps[0])
-        record.end_attempt(steps[0], failed, scheduler.FAILED)
+        record.end_attempt(steps[0], GROWING, scheduler.FAILED)
     _run_through(record, steps, 3)
     assert leased and not any(leased)
     record.finish(scheduler.INTERRUPTED, 143)
