@@ -339,3 +339,35 @@ def test_config_yaml_reads_the_same_on_libyaml_as_with_omegaconfs_own_loader(
 def test_a_repeated_key_is_refused_on_libyaml_too() -> None:
     with pytest.raises(yaml.constructor.ConstructorError, match="found duplicate key a"):
         yaml.load("a: 1\nb: {c: 2}\na: 3\n", Loader=scheduler._c_yaml_loader())  # noqa: S506
+
+
+# What Hydra's second composition (and each sweep job's) reads: a copy of the first reading.
+config_values = yaml_values | st.sampled_from(["'???'", "${a}", "'${oc.env:HOME}'", "[${b}, 1]"])
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")) // 3, deadline=None)
+@given(st.dictionaries(keys, config_values, min_size=1, max_size=5))
+def test_config_yaml_read_again_is_a_copy_of_its_first_reading(
+        tmp_path_factory: pytest.TempPathFactory, document: Any) -> None:
+    from omegaconf import OmegaConf
+
+    folder = tmp_path_factory.mktemp("project")
+    text = "".join(f"{key}: {value}\n" for key, value in document.items())
+    (folder / "config.yaml").write_text(text, encoding="utf-8")
+    source = scheduler.ProjectConfigSource(provider="main", path=str(folder))
+    try:
+        first = source.load_config("config").config
+    except Exception as refused:  # whatever it is, the copy must say it too
+        with pytest.raises(type(refused)):
+            source.load_config("config")
+        return
+    with open(folder / "config.yaml", encoding="utf-8") as file:
+        expected = OmegaConf.to_yaml(OmegaConf.load(file))  # what Hydra's own source reads
+    assert OmegaConf.to_yaml(first) == expected
+    key = next(iter(document))
+    first[key] = "changed by the first composition"
+    second = source.load_config("config").config
+    assert second is not first
+    assert OmegaConf.to_yaml(second) == expected
+    (folder / "config.yaml").write_text(text + "added: 1\n", encoding="utf-8")
+    assert source.load_config("config").config.get("added") == 1
