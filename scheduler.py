@@ -2507,8 +2507,8 @@ COST_KEYS = ("cpu_user_s", "cpu_system_s", "max_rss_kb", "rss_floor_kb")
 def add_attempt_cost(entry: Dict[str, Any], attempt: Attempt) -> None:
     """Append an attempt's cost to its step's summary entry: one list per key, one per attempt.
 
-    Lists, not a mapping per attempt: summary.json is rewritten whole twice per step, so its
-    size is what a step costs. A step starts as a copy of the scheduler (vfork), and Linux
+    Lists, not a mapping per attempt: every version of summary.json holds every step, so
+    its size is what a step costs. A step starts as a copy of the scheduler (vfork), and Linux
     counts that in its max RSS: a step's peak never shows below the scheduler's own at its
     start (rss_floor_kb, ~40 MB); a max_rss_kb no more than that says only "at most this".
     """
