@@ -5798,8 +5798,9 @@ def _c_yaml_loader() -> Any:
 
     The same resolvers and constructors (its floats, no timestamps, a repeated key
     refused), only the parsing done in C, as OmegaConf 2.4 does. A new class each time, as
-    OmegaConf makes its own (twice a run): no cache, which submitit's cloudpickle, copying
-    this module's functions into a job, could not take along.
+    OmegaConf makes its own (once per file a run, now that a second reading is a copy): no
+    class cached, which submitit's cloudpickle, copying this module's functions into a job,
+    could not take along (ProjectConfigSource keeps plain bytes).
     """
     try:
         from omegaconf._utils import get_yaml_loader  # type: ignore[attr-defined,unused-ignore]
