@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, run_scheduler, scheduler_env
 from hydra import compose, initialize_config_dir
 from hydra.errors import CompactHydraException
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
@@ -347,6 +347,7 @@ config_values = yaml_values | st.sampled_from(["'???'", "${a}", "'${oc.env:HOME}
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")) // 3, deadline=None)
 @given(st.dictionaries(keys, config_values, min_size=1, max_size=5))
+@example({"1": "1e3"})  # OmegaConf 2.4 keeps the key as the int 1
 def test_config_yaml_read_again_is_a_copy_of_its_first_reading(
         tmp_path_factory: pytest.TempPathFactory, document: Any) -> None:
     from omegaconf import OmegaConf
@@ -364,10 +365,10 @@ def test_config_yaml_read_again_is_a_copy_of_its_first_reading(
     with open(folder / "config.yaml", encoding="utf-8") as file:
         expected = OmegaConf.to_yaml(OmegaConf.load(file))  # what Hydra's own source reads
     assert OmegaConf.to_yaml(first) == expected
-    key = next(iter(document))
+    key = next(iter(first))  # as OmegaConf keeps it (2.4: the int 1 for `1:`)
     first[key] = "changed by the first composition"
     second = source.load_config("config").config
     assert second is not first
     assert OmegaConf.to_yaml(second) == expected
     (folder / "config.yaml").write_text(text + "added: 1\n", encoding="utf-8")
-    assert source.load_config("config").config.get("added") == 1
+    assert OmegaConf.select(source.load_config("config").config, "added") == 1
