@@ -4047,8 +4047,9 @@ def hydra_made(run_dir: Path) -> bool:
 def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> None:
     """Remove a run folder that ran no step, if Hydra made it and it holds only Hydra's files.
 
-    Then its day's folder under outputs/, if this was its only run. A folder of the user's
-    (hydra.run.dir) that held files of its own, or outputs/latest's target, stays.
+    Then its day's folder under outputs/, if this was its only run, and outputs/ itself if
+    that leaves it empty. A folder of the user's (hydra.run.dir) that held files of its own,
+    or outputs/latest's target, stays.
     """
     try:
         unused = (made_by_hydra and _holds_only_hydra_files(run_dir)
@@ -4075,6 +4076,7 @@ def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> 
         run_dir.rmdir()
         if run_dir.parent.parent == outputs and DATE_FOLDER.fullmatch(run_dir.parent.name):
             run_dir.parent.rmdir()  # the day's folder, if this was its only run
+            outputs.rmdir()  # and outputs/, if nothing else was ever there (a first dry run)
 
 
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, List
 
+import pytest
 from conftest import load_json, run_folder, run_scheduler
 
 NEVER = "0 0 31 2 *"  # 31 February: a schedule that never fires
@@ -48,6 +49,27 @@ def test_cron_print_leaves_nothing_in_outputs(make_project: Any) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cron.log" in result.stdout  # the line itself is the message
     assert listing(project) == []
+
+
+@pytest.mark.parametrize("words", [["scheduler.dry_run=true"], ["scheduler.on_failure=sometimes"],
+                                   ["scheduler.resume=true"]], ids=["dry run", "config error",
+                                                                    "nothing to resume"])
+def test_a_first_command_that_runs_no_step_leaves_no_outputs_folder(
+        make_project: Any, words: List[str]) -> None:
+    project = make_project(ONE_STEP)
+    assert not (project / "outputs").exists()
+    result = run_scheduler(project, *words)
+    assert result.returncode in (0, 2), result.stdout + result.stderr
+    assert not (project / "outputs").exists(), listing(project)
+
+
+def test_an_empty_outputs_folder_is_no_longer_left_but_one_holding_cron_log_stays(
+        make_project: Any) -> None:
+    project = make_project(ONE_STEP)
+    (project / "outputs").mkdir()
+    (project / "outputs" / "cron.log").write_text("an earlier night\n", encoding="utf-8")
+    assert run_scheduler(project, "scheduler.dry_run=true").returncode == 0
+    assert listing(project) == ["cron.log"]
 
 
 def test_cfg_job_makes_no_outputs_folder_at_all(make_project: Any) -> None:
