@@ -4044,12 +4044,14 @@ def hydra_made(run_dir: Path) -> bool:
     return False
 
 
-def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> None:
+def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path,
+                          outputs_too: bool = True) -> None:
     """Remove a run folder that ran no step, if Hydra made it and it holds only Hydra's files.
 
-    Then its day's folder under outputs/, if this was its only run, and outputs/ itself if
-    that leaves it empty. A folder of the user's (hydra.run.dir) that held files of its own,
-    or outputs/latest's target, stays.
+    Then its day's folder under outputs/, if this was its only run, and with outputs_too
+    outputs/ itself if that leaves it empty (not after cron=...: the crontab line appends to
+    outputs/cron.log). A folder of the user's (hydra.run.dir) that held files of its own, or
+    outputs/latest's target, stays.
     """
     try:
         unused = (made_by_hydra and _holds_only_hydra_files(run_dir)
@@ -4076,7 +4078,8 @@ def remove_unused_run_dir(run_dir: Path, made_by_hydra: bool, outputs: Path) -> 
         run_dir.rmdir()
         if run_dir.parent.parent == outputs and DATE_FOLDER.fullmatch(run_dir.parent.name):
             run_dir.parent.rmdir()  # the day's folder, if this was its only run
-            outputs.rmdir()  # and outputs/, if nothing else was ever there (a first dry run)
+            if outputs_too:
+                outputs.rmdir()  # and outputs/, if nothing else was there (a first dry run)
 
 
 def find_latest_run(outputs: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
@@ -5189,7 +5192,8 @@ def main(cfg: DictConfig) -> None:
             code = EXIT_SOFTWARE
     _job_exit_codes.append(code)
     if not _in_multirun():  # a sweep's report reads each job's folder: it stays
-        remove_unused_run_dir(run_dir, made_by_hydra, ROOT / "outputs")
+        remove_unused_run_dir(run_dir, made_by_hydra, ROOT / "outputs",
+                              outputs_too=not options.cron)
     record_sweep_here(sweep, _job_exit_codes)
     if stop.signum is not None and sweep:
         raise SweepStopped(stop.signum)  # Hydra's own launcher: no later job starts either

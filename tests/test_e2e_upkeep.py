@@ -49,6 +49,7 @@ def test_cron_print_leaves_nothing_in_outputs(make_project: Any) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cron.log" in result.stdout  # the line itself is the message
     assert listing(project) == []
+    assert (project / "outputs").is_dir()  # the printed line appends to outputs/cron.log
 
 
 @pytest.mark.parametrize("words", [["scheduler.dry_run=true"], ["scheduler.on_failure=sometimes"],
