@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 import pytest
-from conftest import scheduler_command, scheduler_env
+from conftest import scheduler_command, scheduler_env, started_scheduler
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +25,6 @@ def long_config(steps: int, slow: Optional[int] = None) -> str:
         lines.append('  - {script: /bin/sleep, args: ["30"]}' if index == slow
                      else "  - {script: /bin/true}")
     return "\n".join(lines) + "\n"
-
-
-def start(project: Path) -> "subprocess.Popen[bytes]":
-    return subprocess.Popen(scheduler_command(project), cwd=project.parent, env=scheduler_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 def summary_path(project: Path, proc: "subprocess.Popen[bytes]") -> Path:
@@ -79,16 +73,11 @@ def read_while_running(path: Path, proc: "subprocess.Popen[bytes]",
 def test_summary_read_during_a_long_run_is_whole_and_names_the_running_step(
         make_project: Callable[..., Path]) -> None:
     project = make_project(long_config(STEPS))
-    proc = start(project)
     seen: Set[int] = set()
-    try:
+    with started_scheduler(project, stdout=subprocess.DEVNULL) as proc:
         path = summary_path(project, proc)
         reads = read_while_running(path, proc, lambda summary: seen.update(
             [step for step in [running_step(summary)] if step is not None]))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
     assert proc.returncode == 0
     final = json.loads(path.read_bytes())
     assert final["status"] == "succeeded"
@@ -113,8 +102,7 @@ def test_a_reader_holding_summary_json_open_keeps_the_version_it_opened(
     changes under it, however many versions follow (each step's line is written over its
     place only in a file nobody has open)."""
     project = make_project(long_config(STEPS))
-    proc = start(project)
-    try:
+    with started_scheduler(project, stdout=subprocess.DEVNULL) as proc:
         path = summary_path(project, proc)
         deadline = time.monotonic() + 60
         while (running_step(json.loads(path.read_bytes())) or 0) < 5:
@@ -130,10 +118,6 @@ def test_a_reader_holding_summary_json_open_keeps_the_version_it_opened(
         finally:
             os.close(fd)
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
     assert proc.returncode == 0
 
 
@@ -172,15 +156,13 @@ def test_a_scheduler_killed_outright_mid_run_leaves_the_truth(
         make_project: Callable[..., Path]) -> None:
     slow = STEPS // 2
     project = make_project(long_config(STEPS, slow=slow))
-    proc = start(project)
-    try:
+    with started_scheduler(project, stdout=subprocess.DEVNULL) as proc:
         path = summary_path(project, proc)
         deadline = time.monotonic() + 60
         while running_step(json.loads(path.read_bytes())) != slow:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
         proc.wait()
     summary = json.loads(path.read_bytes())
     assert running_step(summary) == slow
