@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -453,6 +454,35 @@ def test_secrets_are_masked_in_every_argument_style_and_in_args(make_project: An
     got = read_argv(project / "argv-2.json")
     assert got[0].startswith("auth=") and TOKEN not in got[0], "hydra style quotes it"
     assert "db.password=hunter2-in-yaml" in got
+
+
+def test_scheduler_log_holds_each_step_with_its_command_and_the_final_table(
+    make_project: Any,
+) -> None:
+    """The morning after: scheduler.log names each step, then the whole command it ran
+    (interpreter and absolute paths), and ends with the table the terminal showed."""
+    project = make_project("""\
+        steps:
+          - script: tasks/argv.py
+            name: first
+            args: [argv-1.json]
+          - script: /bin/echo
+            name: second
+            args: [hello world]
+        """, {"argv.py": ARGV_TASK})
+    result = run_scheduler(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (run_folder(project) / "scheduler.log").read_text(encoding="utf-8").splitlines()
+    starts = ["▶ [1/2] first: tasks/argv.py argv-1.json", "▶ [2/2] second: /bin/echo hello world"]
+    for start, step in zip(starts, load_summary(project)["steps"]):
+        command = f"  command: {shlex.join(step['command'])}"
+        assert command in lines, lines
+        assert lines[lines.index(command) - 1].endswith(f"[INFO] - {start}"), lines
+    shown = result.stdout.splitlines()
+    table = shown[next(i for i, line in enumerate(shown) if line.startswith("#  step")):]
+    assert len(table) == 4 and table[-1].startswith("run succeeded (exit code 0)"), shown
+    logged = lines[-len(table):]
+    assert logged[0].endswith(f"[INFO] - {table[0]}") and logged[1:] == table[1:], lines
 
 
 # ── Faults of the machine are exit 70, with one line ─────────────────────
