@@ -2106,7 +2106,7 @@ def _scancel(job: str, *options: str) -> None:
 def step_signaller(command: Sequence[str], pid: int) -> Tuple[Callable[[int], None],
                                                                Optional[SlurmJob]]:
     """Return how to signal a started step, and its Slurm job when it runs through srun."""
-    if Path(command[0]).name == "srun":
+    if os.path.basename(command[0]) == "srun":
         job = SlurmJob(pid)
         return job.send, job
     return lambda signum: signal_group(pid, signum), None
@@ -2298,17 +2298,25 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     log_fd, terminal, stop = sinks.log_fd, sinks.terminal, policy.stop
     tail = b""
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # see add_attempt_cost
+    # The step's stdout and stderr, both: a pipe of its own, not Popen's, which would wrap
+    # its end in a file object (three system calls) that this function does not use.
+    out, into = os.pipe()
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                stdout=into, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as error:
+        os.close(out)
         sinks.announce()
         message = f"crude-link: cannot start {command[0]!r}: {error.strerror}\n".encode()
         write_all(log_fd, message)
         terminal.write(message)
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
         return Attempt(code, False, time.monotonic() - started, message)
+    except BaseException:
+        os.close(out)
+        raise
+    finally:
+        os.close(into)  # the step has its copies: the output ends when they are closed
     send, slurm = step_signaller(command, proc.pid)
     schedule = StopSchedule(policy, send, proc.pid, started)
     # The signal handler passes a stop on at once to a plain step; an srun step needs
@@ -2316,8 +2324,6 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
     stop.group = None if slurm else proc.pid
     if stop.watchdog is not None:
         stop.watchdog.watch(proc.pid)
-    assert proc.stdout is not None
-    out = proc.stdout.fileno()
     with contextlib.suppress(OSError):  # a larger pipe: fewer, fuller reads (Linux only)
         fcntl.fcntl(out, F_SETPIPE_SZ, PIPE_SIZE)
     os.set_blocking(out, False)  # read while output flows; select only when the pipe is empty
@@ -2382,7 +2388,7 @@ def run_attempt(command: List[str], cwd: Path, env: Dict[str, str], sinks: Sinks
         raise
     finally:
         stop.group = None
-        proc.stdout.close()
+        os.close(out)
         if exit_fd is not None:
             os.close(exit_fd)
         _reap(proc, None, cost)
@@ -2807,10 +2813,9 @@ class SlotFile:
             except BlockingIOError:
                 pass  # someone opened it already: the next lease will tell
         else:
-            try:
-                for index in sorted(self.behind | changed):
-                    _write_parts(self.spare, [self.slot(index, lines[index])],
-                                 self.offsets[index])
+            try:  # a run of neighbouring slots (a step boundary's) in one system call
+                for first, parts in self._runs(sorted(self.behind | changed), lines):
+                    _write_parts(self.spare, parts, self.offsets[first])
             finally:  # the spare kept is the one leased above
                 fcntl.fcntl(self.spare, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         # The two names trade places: summary.json is always there, always whole.
@@ -2820,6 +2825,16 @@ class SlotFile:
         self.fd, self.spare = self.spare, self.fd
         self.behind = changed
         return True
+
+    def _runs(self, indexes: List[int], lines: List[bytes]) -> Iterator[Tuple[int, List[bytes]]]:
+        """Yield each run of consecutive indexes: its first, and its slots with the gaps
+        between them (which the file holds already)."""
+        for _, run in itertools.groupby(enumerate(indexes), lambda pair: pair[1] - pair[0]):
+            slots = [index for _, index in run]
+            parts = [self.slot(slots[0], lines[slots[0]])]
+            for index in slots[1:]:
+                parts += [_SLOT_GAP, self.slot(index, lines[index])]
+            yield slots[0], parts
 
     def _drop_spare(self) -> None:
         if self.spare is not None:
@@ -3406,20 +3421,22 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep,
     shown = " ".join([step.script, *planned.command[planned.script_at + 1:]])
     steps = len(record.data["steps"])
     # Opened before the step starts: a step that cannot be logged must not run.
-    with open(pipeline.run_dir / planned.log_name, "a+b", buffering=0) as log_file:
+    log_fd = os.open(pipeline.run_dir / planned.log_name,
+                     os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    try:
         attempt_no = 0
         while True:
             attempt_no += 1
             record.start_attempt(planned)
-            announce = functools.partial(announce_attempt, pipeline, planned, log_file.fileno(),
+            announce = functools.partial(announce_attempt, pipeline, planned, log_fd,
                                          shown, record.step(planned)["attempts"], steps)
-            sinks = Sinks(log_file.fileno(), pipeline.terminal, announce)
+            sinks = Sinks(log_fd, pipeline.terminal, announce)
             policy = StopPolicy(step.timeout, pipeline.options.kill_grace, pipeline.stop)
             attempt = run_attempt(planned.command, pipeline.root, env, sinks, policy)
             if attempt.killed:
                 killed = (f"step {planned.index} '{planned.name}' was still running "
                           f"{policy.kill_grace:g}s after SIGTERM (kill_grace): sent SIGKILL")
-                write_all(log_file.fileno(), f"=== crude-link: {killed}\n".encode())
+                write_all(log_fd, f"=== crude-link: {killed}\n".encode())
                 log.warning(killed)
             status = (SUCCEEDED if attempt.exit_code == 0 else
                       TIMED_OUT if attempt.timed_out else FAILED)
@@ -3437,6 +3454,8 @@ def run_step(pipeline: Pipeline, record: RunRecord, planned: PlannedStep,
             sleep_unless_stopped(step.retry_delay, pipeline.stop)
             if pipeline.stop.signum is not None:
                 return attempt
+    finally:
+        os.close(log_fd)
 
 
 def decide_after_failure(pipeline: Pipeline) -> str:
