@@ -260,6 +260,41 @@ def test_numbers_in_launcher_and_interpreter_lists_are_taken_as_text(
     assert record.read_text(encoding="utf-8") == "x\n"
 
 
+@pytest.mark.parametrize("undo, code, why", [
+    ("chmod a-x tools/next.sh", 126, "Permission denied"),
+    ("rm tools/next.sh", 127, "No such file or directory"),
+])
+def test_a_program_gone_by_the_time_its_step_starts_fails_that_step(
+    make_project: Any, undo: str, code: int, why: str
+) -> None:
+    """The config check found tools/next.sh; the step before it took it away (a rebuild, say).
+    The step fails as a shell would say it (126 or 127), its log and the terminal say why,
+    and the run stops there (no terminal: on_failure=ask acts as abort)."""
+    project = make_project(f"""\
+        steps:
+          - script: /bin/sh
+            name: undo
+            args: [-c, "{undo}"]
+          - script: tools/next.sh
+            name: next
+          - script: /bin/true
+            name: after
+        """)
+    tool = project / "tools" / "next.sh"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho next ran\n", encoding="utf-8")
+    tool.chmod(0o755)
+    result = run_scheduler(project)
+    assert result.returncode == code, result.stdout + result.stderr
+    summary = load_summary(project)
+    assert step_statuses(summary) == ["succeeded", "failed", "not_run"]
+    assert summary["steps"][1]["exit_code"] == code and summary["steps"][1]["attempts"] == 1
+    said = f"crude-link: cannot start {str(tool)!r}: {why}"
+    log = (run_folder(project) / "02-next.log").read_text(encoding="utf-8")
+    assert said in log.splitlines() and "next ran" not in log, log
+    assert said in result.stdout.splitlines(), result.stdout
+
+
 # ── Where a step runs, and its environment ───────────────────────────────
 
 
